@@ -1,0 +1,250 @@
+"""MirrorGAN's loss terms, each a small function named for what it measures.
+
+All functions take logits (not probabilities) and compute in float32, so they are safe under
+mixed precision. References: MirrorGAN (Qiao et al., CVPR 2019) Eqs. 8-10; AttnGAN (Xu et al.,
+CVPR 2018) Eqs. 7-13 for the DAMSM terms.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# A large finite negative for masked logits: exp() of it is exactly 0 in float32, and unlike
+# -inf it cannot turn a fully masked row into NaN.
+_MASKED = -1e9
+
+
+def _f32(x) -> tf.Tensor:
+    return tf.cast(x, tf.float32)
+
+
+def binary_cross_entropy(logits, target: float) -> tf.Tensor:
+    """Mean sigmoid cross-entropy of `logits` against a constant label (1 real, 0 fake).
+
+    Args:
+        logits: any shape.
+        target: 1.0 or 0.0.
+
+    Example:
+    >>> float(binary_cross_entropy(tf.zeros([4]), 1.0))  # log 2
+    0.6931...
+    """
+    logits = _f32(logits)
+    labels = tf.fill(tf.shape(logits), tf.constant(target, tf.float32))
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def discriminator_loss(
+    real_uncond, fake_uncond, real_cond, fake_cond, mismatched_cond
+) -> tf.Tensor:
+    """One discriminator's loss, as in the published code (MirrorGAN Eq. 8, AttnGAN).
+
+    (BCE(uncond(real), 1) + BCE(cond(real, s), 1)) / 2
+    + (BCE(uncond(fake), 0) + BCE(cond(fake, s), 0) + BCE(cond(real[:-1], s[1:]), 0)) / 3.
+
+    Args:
+        real_uncond: unconditional logits of the real images, [B].
+        fake_uncond: unconditional logits of the generated images, [B].
+        real_cond: conditional logits of the real images with their own sentences, [B].
+        fake_cond: conditional logits of the generated images with their sentences, [B].
+        mismatched_cond: conditional logits of real images with the next sample's sentence,
+            [B - 1].
+
+    Example:
+    >>> z = tf.zeros([3])
+    >>> float(discriminator_loss(z, z, z, z, z[:2]))  # 2 * log 2
+    1.386...
+    """
+    real = (binary_cross_entropy(real_uncond, 1.0) + binary_cross_entropy(real_cond, 1.0)) / 2.0
+    fake = (
+        binary_cross_entropy(fake_uncond, 0.0)
+        + binary_cross_entropy(fake_cond, 0.0)
+        + binary_cross_entropy(mismatched_cond, 0.0)
+    ) / 3.0
+    return real + fake
+
+
+def generator_adversarial_loss(fake_uncond, fake_cond) -> tf.Tensor:
+    """One stage's adversarial generator term: BCE(uncond(fake), 1) + BCE(cond(fake, s), 1).
+
+    Args:
+        fake_uncond: unconditional logits of the generated images, [B].
+        fake_cond: conditional logits of the generated images with their sentences, [B].
+
+    Example:
+    >>> float(generator_adversarial_loss(tf.zeros([2]), tf.zeros([2])))
+    1.386...
+    """
+    return binary_cross_entropy(fake_uncond, 1.0) + binary_cross_entropy(fake_cond, 1.0)
+
+
+def kl_loss(mu, logvar) -> tf.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) of conditioning augmentation, mean over all elements.
+
+    Mean of -0.5 * (1 + logvar - mu^2 - exp(logvar)), as in the published code.
+
+    Args:
+        mu: [B, c].
+        logvar: [B, c].
+
+    Example:
+    >>> float(kl_loss(tf.zeros([2, 3]), tf.zeros([2, 3])))
+    0.0
+    """
+    mu, logvar = _f32(mu), _f32(logvar)
+    return tf.reduce_mean(-0.5 * (1.0 + logvar - tf.square(mu) - tf.exp(logvar)))
+
+
+def caption_loss(logits, captions, lengths) -> tf.Tensor:
+    """STREAM's caption cross-entropy (MirrorGAN Eq. 10), mean over the real words.
+
+    `logits[:, t]` predicts `captions[:, t]` (the image feature is STREAM's first input step);
+    positions at or past each caption's length are masked out, like PyTorch's packed sequences.
+
+    Args:
+        logits: [B, T, V] word logits.
+        captions: [B, T] int token ids.
+        lengths: [B] caption lengths.
+
+    Example:
+    >>> logits = tf.one_hot([[1, 2]], 3) * 100.0
+    >>> float(caption_loss(logits, [[1, 2]], [2])) < 1e-6
+    True
+    """
+    logits = _f32(logits)
+    captions = tf.cast(captions, tf.int32)
+    mask = tf.sequence_mask(lengths, maxlen=tf.shape(captions)[1], dtype=tf.float32)
+    per_word = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=captions, logits=logits)
+    return tf.reduce_sum(per_word * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def _same_class_mask(class_ids) -> tf.Tensor:
+    """mask[i, j] is True where samples i != j share a class: such pairs are not negatives."""
+    class_ids = tf.reshape(class_ids, [-1])
+    same = tf.equal(class_ids[:, None], class_ids[None, :])
+    return tf.logical_and(same, tf.logical_not(tf.eye(tf.size(class_ids), dtype=tf.bool)))
+
+
+def _matching_cross_entropy(similarities, class_ids) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cross-entropy of a [B images, B captions] similarity matrix in both directions."""
+    if class_ids is not None:
+        similarities = tf.where(_same_class_mask(class_ids), _MASKED, similarities)
+    labels = tf.range(tf.shape(similarities)[0])
+    image_to_text = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=similarities)
+    )
+    text_to_image = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.transpose(similarities)
+        )
+    )
+    return image_to_text, text_to_image
+
+
+def _cosine(a, b, axis: int = -1, eps: float = 1e-8) -> tf.Tensor:
+    dot = tf.reduce_sum(a * b, axis=axis)
+    norm = tf.norm(a, axis=axis) * tf.norm(b, axis=axis)
+    return dot / tf.maximum(norm, eps)
+
+
+def damsm_sentence_loss(
+    image_global, sentence, class_ids=None, gamma3: float = 10.0
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """DAMSM sentence loss (AttnGAN Eqs. 10-13 on global features), both directions.
+
+    Scores are gamma3 x cosine(image_i, sentence_j); same-class negatives are masked.
+
+    Args:
+        image_global: [B, nef] global image features.
+        sentence: [B, nef] sentence features.
+        class_ids: optional [B] class ids; pairs of different samples of one class are not
+            used as negatives.
+        gamma3: the scale of the scores.
+
+    Returns:
+        (image-to-text loss, text-to-image loss).
+
+    Example:
+    >>> x = tf.eye(4)
+    >>> [round(float(v), 4) for v in damsm_sentence_loss(x, x, gamma3=100.0)]
+    [0.0, 0.0]
+    """
+    image_global, sentence = _f32(image_global), _f32(sentence)
+    similarities = gamma3 * _cosine(image_global[:, None, :], sentence[None, :, :])
+    return _matching_cross_entropy(similarities, class_ids)
+
+
+def damsm_word_similarities(
+    regions, words, lengths, gamma1: float = 4.0, gamma2: float = 5.0
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Word-level image-text matching scores R(Q, D) of AttnGAN Eqs. 7-10, for every pair.
+
+    For image j and caption i: attention of each region over caption i's words (softmax over
+    words, Eq. 8), then of each word over the regions sharpened by gamma1 (Eq. 9); the
+    region-context c_t of each word; R = log(sum_t exp(gamma2 * cos(c_t, e_t))) over the
+    caption's real words (Eq. 10). Padded words take no part, as when the published code
+    slices each caption to its length.
+
+    Args:
+        regions: [B_img, H, W, nef] region features.
+        words: [B_cap, T, nef] word features.
+        lengths: [B_cap] caption lengths.
+        gamma1: attention sharpness over regions.
+        gamma2: word aggregation.
+
+    Returns:
+        (similarities [B_img, B_cap], attention [B_img, B_cap, T, H*W] over regions).
+
+    Example:
+    >>> sims, _ = damsm_word_similarities(tf.ones([2, 3, 3, 4]), tf.ones([2, 5, 4]), [5, 2])
+    >>> sims.shape
+    TensorShape([2, 2])
+    """
+    regions, words = _f32(regions), _f32(words)
+    shape = tf.shape(regions)
+    regions = tf.reshape(regions, [shape[0], shape[1] * shape[2], shape[3]])  # [Bi, R, D]
+    word_mask = tf.sequence_mask(lengths, maxlen=tf.shape(words)[1])  # [Bc, T]
+    # Eq. 7: scores of every region r of image j against every word t of caption i.
+    scores = tf.einsum("jrd,itd->jirt", regions, words)
+    # Eq. 8: normalise over the caption's real words.
+    scores = tf.where(word_mask[None, :, None, :], scores, _MASKED)
+    attn = tf.nn.softmax(scores, axis=-1)
+    # Eq. 9: each word attends to the regions, sharpened by gamma1.
+    attn = tf.nn.softmax(gamma1 * tf.transpose(attn, [0, 1, 3, 2]), axis=-1)  # [Bi, Bc, T, R]
+    context = tf.einsum("jitr,jrd->jitd", attn, regions)
+    # Eq. 10: aggregate the word relevances of the real words.
+    relevance = tf.exp(gamma2 * _cosine(context, words[None]))  # [Bi, Bc, T]
+    relevance = tf.where(word_mask[None], relevance, 0.0)
+    similarities = tf.math.log(tf.reduce_sum(relevance, axis=-1))
+    return similarities, attn
+
+
+def damsm_word_loss(
+    regions,
+    words,
+    lengths,
+    class_ids=None,
+    gamma1: float = 4.0,
+    gamma2: float = 5.0,
+    gamma3: float = 10.0,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """DAMSM word loss (AttnGAN Eqs. 7-13 on region and word features), both directions.
+
+    Args:
+        regions: [B, H, W, nef] region features.
+        words: [B, T, nef] word features.
+        lengths: [B] caption lengths.
+        class_ids: optional [B] class ids for masking same-class negatives.
+        gamma1: attention sharpness over regions.
+        gamma2: word aggregation.
+        gamma3: the scale of the scores.
+
+    Returns:
+        (image-to-text loss, text-to-image loss).
+
+    Example:
+    >>> loss0, loss1 = damsm_word_loss(tf.random.normal([3, 2, 2, 4]),
+    ...                                tf.random.normal([3, 5, 4]), [5, 3, 1])
+    """
+    similarities, _ = damsm_word_similarities(regions, words, lengths, gamma1, gamma2)
+    return _matching_cross_entropy(gamma3 * similarities, class_ids)

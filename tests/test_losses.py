@@ -1,0 +1,140 @@
+"""Loss terms against loop-by-loop NumPy restatements of the published PyTorch code."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mirrorgan_tf import losses
+
+
+def _softmax(x, axis):
+    x = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _ce(logits, labels):
+    logits = logits - logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(labels)), labels].mean()
+
+
+def _masks(class_ids):
+    b = len(class_ids)
+    masks = np.zeros([b, b], bool)
+    for i in range(b):
+        mask = class_ids == class_ids[i]
+        mask[i] = False
+        masks[i] = mask
+    return masks
+
+
+def _reference_words_loss(regions, words, lengths, class_ids, g1, g2, g3):
+    """AttnGAN's words_loss, one caption at a time, as published (NCHW replaced by NHWC)."""
+    b = regions.shape[0]
+    context = regions.reshape(b, -1, regions.shape[-1])  # [B, R, D]
+    sims = np.zeros([b, b])
+    for i in range(b):
+        word = words[i, : lengths[i]]  # [L, D]
+        for j in range(b):
+            attn = context[j] @ word.T  # [R, L]
+            attn = _softmax(attn, axis=1)  # Eq. 8: over words
+            attn = _softmax(g1 * attn.T, axis=1)  # Eq. 9: over regions, [L, R]
+            weighted = attn @ context[j]  # [L, D]
+            cos = (word * weighted).sum(1) / np.maximum(
+                np.linalg.norm(word, axis=1) * np.linalg.norm(weighted, axis=1), 1e-8
+            )
+            sims[j, i] = np.log(np.exp(g2 * cos).sum())
+    sims = sims * g3
+    sims[_masks(class_ids)] = -np.inf
+    labels = np.arange(b)
+    return _ce(sims, labels), _ce(sims.T, labels)
+
+
+def _reference_sent_loss(image, sentence, class_ids, g3):
+    norm = np.linalg.norm(image, axis=1)[:, None] * np.linalg.norm(sentence, axis=1)[None]
+    scores = image @ sentence.T / np.maximum(norm, 1e-8) * g3
+    scores[_masks(class_ids)] = -np.inf
+    labels = np.arange(len(image))
+    return _ce(scores, labels), _ce(scores.T, labels)
+
+
+def test_damsm_word_loss_matches_published_loop():
+    rng = np.random.default_rng(0)
+    regions = rng.normal(size=[5, 3, 3, 8]).astype("float32")
+    words = rng.normal(size=[5, 6, 8]).astype("float32")
+    lengths = np.array([6, 1, 3, 4, 2])
+    class_ids = np.array([0, 1, 0, 2, 1])
+    # Padded positions hold garbage: they must not matter.
+    words[1, 1:] = 100.0
+    got = losses.damsm_word_loss(regions, words, lengths, class_ids, 4.0, 5.0, 10.0)
+    want = _reference_words_loss(regions, words, lengths, class_ids, 4.0, 5.0, 10.0)
+    np.testing.assert_allclose([float(g) for g in got], want, rtol=1e-4, atol=1e-4)
+
+
+def test_damsm_sentence_loss_matches_published():
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=[6, 8]).astype("float32")
+    sentence = rng.normal(size=[6, 8]).astype("float32")
+    class_ids = np.array([3, 3, 1, 2, 1, 0])
+    got = losses.damsm_sentence_loss(image, sentence, class_ids, gamma3=10.0)
+    want = _reference_sent_loss(image, sentence, class_ids, 10.0)
+    np.testing.assert_allclose([float(g) for g in got], want, rtol=1e-5, atol=1e-5)
+
+
+def test_same_class_negatives_do_not_count():
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=[4, 8]).astype("float32")
+    sentence = rng.normal(size=[4, 8]).astype("float32")
+    # Make sample 1's sentence identical to sample 0's image: a strong negative for row 0...
+    sentence[1] = image[0] * 5
+    unmasked = losses.damsm_sentence_loss(image, sentence, [0, 1, 2, 3])[0]
+    # ...unless samples 0 and 1 share a class, in which case it is masked out.
+    masked = losses.damsm_sentence_loss(image, sentence, [0, 0, 2, 3])[0]
+    assert float(masked) < float(unmasked)
+
+
+def test_discriminator_and_generator_losses():
+    real = tf.constant([2.0, -1.0, 0.5])
+    fake = tf.constant([-3.0, 0.2, 1.0])
+
+    def bce(x, y):
+        p = 1 / (1 + np.exp(-np.asarray(x, "float64")))
+        return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+    got = losses.discriminator_loss(real, fake, real * 2, fake * 2, real[:2])
+    want = (bce(real, 1) + bce(real * 2, 1)) / 2 + (
+        bce(fake, 0) + bce(fake * 2, 0) + bce(real[:2], 0)
+    ) / 3
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    got = losses.generator_adversarial_loss(fake, fake * 2)
+    assert float(got) == pytest.approx(bce(fake, 1) + bce(fake * 2, 1), rel=1e-5)
+
+
+def test_kl_loss_matches_formula():
+    mu = np.array([[0.5, -1.0]], "float32")
+    logvar = np.array([[0.2, -0.3]], "float32")
+    want = np.mean(-0.5 * (1 + logvar - mu**2 - np.exp(logvar)))
+    assert float(losses.kl_loss(mu, logvar)) == pytest.approx(want, rel=1e-6)
+
+
+def test_caption_loss_ignores_positions_past_length():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=[2, 4, 7]).astype("float32")
+    captions = np.array([[1, 2, 3, 0], [4, 0, 0, 0]])
+    lengths = np.array([3, 1])
+    got = float(losses.caption_loss(logits, captions, lengths))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    terms = [-logp[0, t, captions[0, t]] for t in range(3)] + [-logp[1, 0, 4]]
+    assert got == pytest.approx(np.mean(terms), rel=1e-5)
+    logits[1, 2:] = 1000.0  # past the length: no effect
+    assert float(losses.caption_loss(logits, captions, lengths)) == pytest.approx(got, rel=1e-6)
+
+
+def test_losses_accept_half_precision_inputs():
+    logits = tf.constant([[0.5, -0.5]], tf.float16)
+    assert losses.binary_cross_entropy(logits, 1.0).dtype == tf.float32
+    regions = tf.random.normal([2, 2, 2, 4], dtype=tf.float32)
+    words = tf.random.normal([2, 3, 4])
+    out = losses.damsm_word_loss(tf.cast(regions, tf.bfloat16), tf.cast(words, tf.bfloat16), [3, 2])
+    assert all(np.isfinite(float(v)) for v in out)
