@@ -1,4 +1,4 @@
-"""The published initialisation: orthogonal (gain 1) kernels, BatchNorm gamma ~ N(1, 0.02), zero biases."""
+"""The published initialisation: orthogonal kernels, BatchNorm gamma ~ N(1, 0.02), zero biases."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def gamma_initializer() -> keras.initializers.Initializer:
 
 
 def batch_norm(name: str | None = None, **kwargs) -> keras.layers.BatchNormalization:
-    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 -> Keras 0.9) and the published init.
+    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.9 in Keras) and the published init.
 
     Args:
         name: layer name.

@@ -1,0 +1,148 @@
+"""The generator's up-sampling and residual blocks (published `upBlock` and `ResBlock`)."""
+
+from __future__ import annotations
+
+import keras
+
+from mirrorgan_tf.layers.glu import GLU
+from mirrorgan_tf.layers.initializers import batch_norm, kernel_initializer
+
+
+def conv3x3(filters: int, name: str | None = None, **kwargs) -> keras.layers.Conv2D:
+    """3x3 convolution, stride 1, "same" padding, no bias: the published `conv3x3`.
+
+    Args:
+        filters: output channels.
+        name: layer name.
+        **kwargs: passed to `keras.layers.Conv2D` (e.g. `dtype`).
+
+    Example:
+    >>> conv3x3(8, name="conv").filters
+    8
+    """
+    return keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=kernel_initializer(),
+        name=name,
+        **kwargs,
+    )
+
+
+@keras.saving.register_keras_serializable(package="mirrorgan_tf")
+class UpBlock(keras.layers.Layer):
+    """Nearest x2 up-sampling, conv3x3 (no bias) to 2*out channels, BatchNorm, GLU.
+
+    The published `upBlock(in_planes, out_planes)` (AttnGAN/MirrorGAN `model.py`); its
+    Sequential indices are 0 upsample, 1 conv, 2 BN, 3 GLU, so the weights map as
+    `upsample.1.weight -> conv`, `upsample.2.* -> bn`.
+
+    Args:
+        out_channels: channels after the GLU.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+    >>> UpBlock(4)(np.zeros([1, 4, 4, 8], "float32")).shape
+    TensorShape([1, 8, 8, 4])
+    """
+
+    def __init__(self, out_channels: int, **kwargs):
+        super().__init__(**kwargs)
+
+        # === Layers ===
+        self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest", name="upsample")
+        self.conv = conv3x3(2 * out_channels, name="conv")
+        self.bn = batch_norm(name="bn")
+        self.glu = GLU(name="glu")
+
+        # === Config ===
+        self.out_channels = out_channels
+
+    def build(self, input_shape):
+        batch, height, width, channels = input_shape
+        up_shape = (
+            batch,
+            None if height is None else 2 * height,
+            None if width is None else 2 * width,
+            channels,
+        )
+        self.conv.build(up_shape)
+        self.bn.build((*up_shape[:-1], 2 * self.out_channels))
+
+    def call(self, x, training=None):
+        x = self.upsample(x)
+        x = self.conv(x)
+        x = self.bn(x, training=training)
+        return self.glu(x)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        return (
+            batch,
+            None if height is None else 2 * height,
+            None if width is None else 2 * width,
+            self.out_channels,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_channels=self.out_channels)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="mirrorgan_tf")
+class ResidualBlock(keras.layers.Layer):
+    """Residual block: conv3x3 C->2C, BN, GLU, conv3x3 C->C, BN, plus the input.
+
+    The published `ResBlock(channel_num)`; Sequential indices 0 conv, 1 BN, 2 GLU, 3 conv, 4 BN
+    map to `conv1`, `bn1`, `glu`, `conv2`, `bn2`. No activation after the sum, as published.
+
+    Args:
+        channels: input and output channels C.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+    >>> ResidualBlock(8)(np.zeros([1, 4, 4, 8], "float32")).shape
+    TensorShape([1, 4, 4, 8])
+    """
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+
+        # === Layers ===
+        self.conv1 = conv3x3(2 * channels, name="conv1")
+        self.bn1 = batch_norm(name="bn1")
+        self.glu = GLU(name="glu")
+        self.conv2 = conv3x3(channels, name="conv2")
+        self.bn2 = batch_norm(name="bn2")
+
+        # === Config ===
+        self.channels = channels
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and input_shape[-1] != self.channels:
+            raise ValueError(
+                f"ResidualBlock({self.channels}) got {input_shape[-1]} input channels."
+            )
+        shape = (*input_shape[:-1], self.channels)
+        self.conv1.build(shape)
+        self.bn1.build((*shape[:-1], 2 * self.channels))
+        self.conv2.build(shape)
+        self.bn2.build(shape)
+
+    def call(self, x, training=None):
+        residual = x
+        x = self.bn1(self.conv1(x), training=training)
+        x = self.glu(x)
+        x = self.bn2(self.conv2(x), training=training)
+        return x + residual
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels)
+        return config

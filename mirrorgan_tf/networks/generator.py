@@ -1,0 +1,227 @@
+"""GLAM, MirrorGAN's global-local collaborative attentive cascaded generator (with CA)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from mirrorgan_tf.layers.attention import GlobalLocalAttention
+from mirrorgan_tf.layers.blocks import ResidualBlock, UpBlock, conv3x3
+from mirrorgan_tf.layers.conditioning import ConditioningAugmentation
+from mirrorgan_tf.layers.glu import GLU
+from mirrorgan_tf.layers.initializers import batch_norm, kernel_initializer
+from mirrorgan_tf.validation import check_rank
+
+IMAGE_SIZES = (64, 128, 256)
+
+
+@keras.saving.register_keras_serializable(package="mirrorgan_tf")
+class Generator(keras.Model):
+    """GLAM: CA, a 64x64 first stage and attentive refinement stages to 128 and 256.
+
+    MirrorGAN paper Sec. 3.2 (Eqs. 2-6), the published `G_NET`:
+    - CA (`ca_net`): sentence feature -> c_code, mu, logvar.
+    - Stage 1 (`h_net1`, Eq. 2 F_0): cat(c_code, z) -> Linear(c + z -> 16ngf*4*4*2, no bias)
+      -> BatchNorm1d -> GLU -> 16ngf x 4 x 4 -> 4 up blocks -> ngf x 64 x 64.
+    - Stages 2.. (`h_net{2,3}`, Eq. 3 F_i): global-local attention (Eqs. 4, 5) on h, then
+      cat[h, word_context, sentence_context] -> conv1x1 (no bias) to 2ngf -> r_num residual
+      blocks -> up block to ngf at twice the size.
+    - Image heads (`img_net{i}`, Eq. 6 G_i): conv3x3 (ngf -> 3, no bias) -> tanh, in float32.
+    The concatenation order is the published one (c_code before z), so the stage-1 kernel
+    converts row for row.
+
+    Stage-1 layout, for checkpoint conversion: PyTorch views the GLU output [B, 16ngf*16] as
+    [B, 16ngf, 4, 4] (channel-major). Here the same [B, 16ngf, 4, 4] view is taken and then
+    transposed to NHWC, so `h_net1.fc.0.weight` converts with a plain transpose (kernel = W.T) and
+    `h_net1.fc.1.*` (BatchNorm1d) without any permutation.
+
+    Args:
+        gf_dim: ngf (GF_DIM: 32 birds, 48 COCO).
+        z_dim: noise size (100).
+        condition_dim: c, CA code size (100).
+        nef: text feature size of words and sentence (256).
+        r_num: residual blocks per refinement stage (R_NUM: 2 birds, 3 COCO).
+        num_stages: 1, 2 or 3 stages, giving images of 64, 128 and 256 pixels.
+        seed: seed of the CA sampler, or None.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Call args:
+        noise: z [B, z_dim].
+        sentence: sentence feature [B, nef].
+        words: word features [B, T, nef].
+        word_mask: bool [B, T], True for real words (see `text_encoder.caption_mask`), or None.
+        training: BatchNorm mode.
+        deterministic: use c_code = mu instead of sampling.
+
+    Returns:
+        dict with `images` (list of [B, S, S, 3] float32 in [-1, 1], S = 64, 128, 256 up to
+        num_stages), `attention` (list of word attention maps [B, S, S, T] of stages >= 2),
+        `c_code`, `mu`, `logvar` ([B, c] float32).
+
+    Example:
+    >>> g = Generator(gf_dim=4, z_dim=8, condition_dim=8, nef=16, r_num=1, num_stages=2)
+    >>> out = g(np.zeros([1, 8], "float32"), np.zeros([1, 16], "float32"),
+    ...         np.zeros([1, 5, 16], "float32"), np.ones([1, 5], bool), training=False)
+    >>> [image.shape[1] for image in out["images"]]
+    [64, 128]
+    """
+
+    def __init__(
+        self,
+        gf_dim: int = 32,
+        z_dim: int = 100,
+        condition_dim: int = 100,
+        nef: int = 256,
+        r_num: int = 2,
+        num_stages: int = 3,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        if num_stages not in (1, 2, 3):
+            raise ValueError(f"`num_stages` must be 1, 2 or 3; got {num_stages!r}.")
+        super().__init__(**kwargs)
+        ngf = gf_dim
+
+        # === Layers ===
+        self.ca_net = ConditioningAugmentation(condition_dim, seed=seed, name="ca_net")
+        # Stage 1 (published INIT_STAGE_G with ngf*16 channels).
+        self.stage1_fc = keras.layers.Dense(
+            16 * ngf * 4 * 4 * 2, use_bias=False, kernel_initializer=kernel_initializer(),
+            name="h_net1_fc",
+        )
+        self.stage1_bn = batch_norm(name="h_net1_bn")
+        self.stage1_glu = GLU(name="h_net1_glu")
+        self.stage1_up = [
+            UpBlock(16 * ngf // 2 ** (i + 1), name=f"h_net1_upsample{i + 1}") for i in range(4)
+        ]
+        # Refinement stages (published NEXT_STAGE_G).
+        self.attention = []
+        self.fusion = []
+        self.residual = []
+        self.upsample = []
+        for stage in range(2, num_stages + 1):
+            self.attention.append(GlobalLocalAttention(ngf, name=f"h_net{stage}_att"))
+            self.fusion.append(
+                keras.layers.Conv2D(
+                    2 * ngf, 1, use_bias=False, kernel_initializer=kernel_initializer(),
+                    name=f"h_net{stage}_conv",
+                )
+            )
+            self.residual.append(
+                [ResidualBlock(2 * ngf, name=f"h_net{stage}_residual{i}") for i in range(r_num)]
+            )
+            self.upsample.append(UpBlock(ngf, name=f"h_net{stage}_upsample"))
+        # Image heads in float32 so tanh outputs stay float32 under mixed precision.
+        self.image_heads = [
+            conv3x3(3, name=f"img_net{stage}", dtype="float32")
+            for stage in range(1, num_stages + 1)
+        ]
+
+        # === Config ===
+        self.gf_dim = gf_dim
+        self.z_dim = z_dim
+        self.condition_dim = condition_dim
+        self.nef = nef
+        self.r_num = r_num
+        self.num_stages = num_stages
+        self.seed = seed
+
+        self._build_from_config()
+
+    def _build_from_config(self):
+        """Creates every weight now: all shapes follow from the config (counts, loading)."""
+        ngf = self.gf_dim
+        self.ca_net.build((None, self.nef))
+        self.stage1_fc.build((None, self.condition_dim + self.z_dim))
+        self.stage1_bn.build((None, 16 * ngf * 4 * 4 * 2))
+        channels = 16 * ngf
+        for block in self.stage1_up:
+            block.build((None, None, None, channels))
+            channels = block.out_channels
+        feature_shape = (None, None, None, ngf)
+        for attention, fusion, residual, upsample in zip(
+            self.attention, self.fusion, self.residual, self.upsample, strict=True
+        ):
+            attention.build(
+                h_shape=feature_shape,
+                words_shape=(None, None, self.nef),
+                c_code_shape=(None, self.condition_dim),
+            )
+            fusion.build((None, None, None, 3 * ngf))
+            for block in residual:
+                block.build((None, None, None, 2 * ngf))
+            upsample.build((None, None, None, 2 * ngf))
+        for head in self.image_heads:
+            head.build(feature_shape)
+        self.built = True
+
+    @property
+    def image_sizes(self) -> list[int]:
+        """The output image sizes, one per stage: [64, 128, 256][:num_stages]."""
+        return list(IMAGE_SIZES[: self.num_stages])
+
+    def _check_inputs(self, noise, sentence, words, word_mask) -> None:
+        check_rank(noise, 2, "noise", "[batch, z_dim] noise")
+        check_rank(sentence, 2, "sentence", "[batch, nef] sentence features")
+        check_rank(words, 3, "words", "[batch, length, nef] word features")
+        if word_mask is not None:
+            check_rank(word_mask, 2, "word_mask", "[batch, length] boolean word mask")
+        for name, x, size, what in (
+            ("noise", noise, self.z_dim, "z_dim"),
+            ("sentence", sentence, self.nef, "nef"),
+            ("words", words, self.nef, "nef"),
+        ):
+            if x.shape[-1] is not None and x.shape[-1] != size:
+                raise ValueError(
+                    f"`{name}` must have {what}={size} features on its last axis; "
+                    f"got shape {tuple(x.shape)}."
+                )
+
+    def call(self, noise, sentence, words, word_mask=None, training=None, deterministic=False):
+        self._check_inputs(noise, sentence, words, word_mask)
+        c_code, mu, logvar = self.ca_net(sentence, training=training, deterministic=deterministic)
+
+        # Stage 1 (F_0): c_code first, as the published torch.cat((c_code, z_code), 1).
+        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
+        x = self.stage1_glu(self.stage1_bn(self.stage1_fc(x), training=training))
+        # Channel-major view as in PyTorch (see class docstring), then NHWC.
+        x = ops.reshape(x, (-1, 16 * self.gf_dim, 4, 4))
+        h = ops.transpose(x, (0, 2, 3, 1))
+        for block in self.stage1_up:
+            h = block(h, training=training)
+
+        images = [ops.tanh(self.image_heads[0](h))]
+        attention_maps = []
+        for stage, (attention, fusion, residual, upsample) in enumerate(
+            zip(self.attention, self.fusion, self.residual, self.upsample, strict=True), start=1
+        ):
+            word_context, sentence_context, word_attention = attention(
+                h, words, c_code, word_mask
+            )
+            h = fusion(ops.concatenate([h, word_context, sentence_context], axis=-1))
+            for block in residual:
+                h = block(h, training=training)
+            h = upsample(h, training=training)
+            images.append(ops.tanh(self.image_heads[stage](h)))
+            attention_maps.append(word_attention)
+
+        return {
+            "images": images,
+            "attention": attention_maps,
+            "c_code": c_code,
+            "mu": mu,
+            "logvar": logvar,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            gf_dim=self.gf_dim,
+            z_dim=self.z_dim,
+            condition_dim=self.condition_dim,
+            nef=self.nef,
+            r_num=self.r_num,
+            num_stages=self.num_stages,
+            seed=self.seed,
+        )
+        return config
