@@ -1,0 +1,5 @@
+"""Evaluation: BLEU of STREAM's captions, R-precision of text-image retrieval."""
+
+from mirrorgan_tf.evaluation.bleu import corpus_bleu, modified_precision  # noqa: F401
+from mirrorgan_tf.evaluation.r_precision import r_precision  # noqa: F401
+from mirrorgan_tf.evaluation.shapes_score import consistency_score, read_scene  # noqa: F401

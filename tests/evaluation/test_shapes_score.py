@@ -1,0 +1,112 @@
+"""Tests for mirrorgan_tf/evaluation/shapes_score.py."""
+
+import numpy as np
+import pytest
+
+from mirrorgan_tf.data.shapes import (
+    COLOURS,
+    SceneSpec,
+    ShapesDataset,
+    ShapeSpec,
+    render,
+    sample_scene,
+)
+from mirrorgan_tf.evaluation.shapes_score import (
+    ATTRIBUTES,
+    consistency_score,
+    parse_caption,
+    read_objects,
+    read_scene,
+)
+
+
+def _scenes(n, split, seed=11):
+    return [sample_scene(seed, split, i) for i in range(n)]
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_reader_reads_rendered_scenes(size):
+    # Both splits: every background kind, one and two shapes, all held-out combinations too.
+    scenes = _scenes(40, "train") + _scenes(40, "test")
+    scores = consistency_score(np.stack([render(s, size) for s in scenes]), scenes)
+    for attribute in (*ATTRIBUTES, "overall", "count"):
+        assert scores[attribute] >= 0.98, (attribute, scores)
+    assert scores["num_shapes"] == sum(len(s.shapes) for s in scenes)
+
+
+def test_reader_is_near_chance_on_shuffled_pairs():
+    scenes = _scenes(240, "train", seed=12)
+    images = [render(s, 64) for s in scenes]
+    shuffled = [scenes[(i + 1) % len(scenes)] for i in range(len(scenes))]
+    scores = consistency_score(images, shuffled)
+    # Chance: 1/8 colours, 1/5 shapes, 1/2 sizes, 1/9 cells (a little more for two-shape
+    # scenes, where the reader pairs the shapes to agree best).
+    assert scores["colour"] < 0.25
+    assert scores["shape"] < 0.35
+    assert scores["size"] < 0.65
+    assert scores["position"] < 0.3
+    assert scores["overall"] < 0.05
+
+
+def test_reader_reads_each_attribute():
+    for colour in COLOURS:
+        for shape in ("circle", "square", "triangle", "diamond", "star"):
+            spec = ShapeSpec(shape, colour, "small", "bottom right", 0.4, (1.0, 1.0))
+            scene = SceneSpec((spec, ShapeSpec("square", "blue", "large", "centre")), "noise", 3)
+            found = read_objects(render(scene, 64))
+            assert len(found) == 2
+            assert spec.attributes in {o.attributes for o in found}
+
+
+def test_float_images_read_like_uint8():
+    scenes = _scenes(10, "test")
+    images = np.stack([render(s, 64) for s in scenes])
+    as_float = images.astype(np.float32) / 127.5 - 1
+    assert consistency_score(as_float, scenes) == consistency_score(images, scenes)
+
+
+def test_read_scene_reports_per_shape_and_missing_shapes():
+    red = ShapeSpec("circle", "red", "large", "top left")
+    blue = ShapeSpec("star", "blue", "small", "bottom right")
+    image = render(SceneSpec((red,), "stripes", 1), 128)
+    reading = read_scene(image, SceneSpec((blue, red)))
+    assert reading["num_objects"] == 1
+    assert [s["found"] for s in reading["shapes"]] == [False, True]
+    assert all(reading["shapes"][1][a] for a in ATTRIBUTES)
+    assert not any(reading["shapes"][0][a] for a in ATTRIBUTES)
+    assert not any(reading[a] for a in ATTRIBUTES)
+    # A wrong colour only.
+    reading = read_scene(image, SceneSpec((ShapeSpec("circle", "green", "large", "top left"),)))
+    assert (reading["colour"], reading["shape"], reading["size"], reading["position"]) == (
+        False,
+        True,
+        True,
+        True,
+    )
+    # A blank image holds nothing.
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    assert read_objects(blank) == []
+    scores = consistency_score([blank], [SceneSpec((red,))])
+    assert scores["overall"] == 0 and scores["count"] == 0
+
+
+def test_scores_parsed_captions():
+    data = ShapesDataset("test", num_images=12, image_size=64)
+    images = [data.image(i) for i in range(12)]
+    specs = [parse_caption(data.captions(i)[3]) for i in range(12)]
+    assert consistency_score(images, specs)["overall"] == 1.0
+    with pytest.raises(ValueError, match="no scene"):
+        consistency_score(images[:1], [None])
+
+
+def test_reader_tolerates_mild_noise():
+    # Generated images are not clean renderings: per-channel noise must not break the reader.
+    rng = np.random.default_rng(0)
+    scenes = _scenes(40, "train", seed=13)
+    images = [
+        np.clip(render(s, 128) + rng.normal(0, 6, (128, 128, 3)), 0, 255).astype(np.uint8)
+        for s in scenes
+    ]
+    scores = consistency_score(images, scenes)
+    for attribute in ATTRIBUTES:
+        assert scores[attribute] >= 0.95, (attribute, scores)
