@@ -1,0 +1,320 @@
+"""DAMSM pretraining of STEM (the text encoder) with the DAMSM image encoder.
+
+AttnGAN (Xu et al., CVPR 2018, Sec. 3.3, Eqs. 7-13) pretrains the text encoder and the image
+encoder's projections so that words match image regions and sentences match images; MirrorGAN
+(Qiao et al., CVPR 2019, Sec. 3.1) takes the pretrained text encoder as STEM and freezes it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from mirrorgan_tf.losses import damsm_sentence_loss, damsm_word_loss
+
+
+def stage_images(images):
+    """The largest stage's images of a batch: `data["images"][-1]` (or the tensor itself).
+
+    Args:
+        images: a tuple/list of per-stage image batches (smallest first), or one batch.
+
+    Example:
+    >>> stage_images((tf.zeros([1, 64, 64, 3]), tf.zeros([1, 128, 128, 3]))).shape
+    TensorShape([1, 128, 128, 3])
+    """
+    if isinstance(images, list | tuple):
+        return images[-1]
+    return images
+
+
+def _cosine_matrix(a, b, eps: float = 1e-8):
+    a = tf.math.l2_normalize(tf.cast(a, tf.float32), axis=-1, epsilon=eps)
+    b = tf.math.l2_normalize(tf.cast(b, tf.float32), axis=-1, epsilon=eps)
+    return tf.matmul(a, b, transpose_b=True)
+
+
+def batch_retrieval_accuracy(image_global, sentence):
+    """Top-1 caption retrieval on a batch: how often an image's own caption is the closest.
+
+    The in-batch form of R-precision (see `evaluation.r_precision` for the B = 100, 10-run
+    protocol): cosine of each image's global feature with every sentence of the batch; a hit
+    when the argmax is the image's own caption.
+
+    Args:
+        image_global: [B, nef] global image features.
+        sentence: [B, nef] sentence features.
+
+    Returns:
+        float32 scalar in [0, 1].
+
+    Example:
+    >>> float(batch_retrieval_accuracy(tf.eye(3), tf.eye(3)))
+    1.0
+    """
+    similarities = _cosine_matrix(image_global, sentence)
+    best = tf.argmax(similarities, axis=1, output_type=tf.int32)
+    hits = tf.equal(best, tf.range(tf.shape(similarities)[0], dtype=tf.int32))
+    return tf.reduce_mean(tf.cast(hits, tf.float32))
+
+
+@keras.saving.register_keras_serializable(package="mirrorgan_tf")
+class DAMSMLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The published DAMSM schedule: x`decay` per epoch until it reaches `min_ratio` x start.
+
+    AttnGAN's `pretrain_DAMSM.py` multiplies the rate by 0.98 after each epoch while it is
+    above a tenth of the starting rate, then keeps it there: lr_e = lr * decay^min(e, E) with
+    E = ceil(log(min_ratio) / log(decay)) (114 epochs for 0.98 and 0.1). With
+    `min_ratio=None` this is `ExponentialDecay(lr, steps_per_epoch, decay, staircase=True)`.
+    (The published code also rebuilds Adam each epoch, resetting its moments; we do not.)
+
+    Args:
+        initial_learning_rate: the rate of the first epoch (2e-3).
+        steps_per_epoch: optimizer steps per epoch.
+        decay: factor per epoch (0.98).
+        min_ratio: where the decay stops, as a fraction of the start (0.1), or None.
+
+    Example:
+    >>> schedule = DAMSMLearningRate(2e-3, steps_per_epoch=10)
+    >>> round(float(schedule(25)), 8)  # epoch 2
+    0.0019208
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        steps_per_epoch: int,
+        decay: float = 0.98,
+        min_ratio: float | None = 0.1,
+    ):
+        if steps_per_epoch < 1:
+            raise ValueError(f"`steps_per_epoch` must be >= 1; got {steps_per_epoch}.")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"`decay` must be in (0, 1]; got {decay}.")
+        self.initial_learning_rate = initial_learning_rate
+        self.steps_per_epoch = steps_per_epoch
+        self.decay = decay
+        self.min_ratio = min_ratio
+        if min_ratio is None or decay == 1.0:
+            self.last_decayed_epoch = None
+        else:
+            self.last_decayed_epoch = max(math.ceil(math.log(min_ratio) / math.log(decay)), 0)
+
+    def __call__(self, step):
+        epoch = tf.floor(tf.cast(step, tf.float32) / float(self.steps_per_epoch))
+        if self.last_decayed_epoch is not None:
+            epoch = tf.minimum(epoch, float(self.last_decayed_epoch))
+        return self.initial_learning_rate * tf.pow(tf.constant(self.decay, tf.float32), epoch)
+
+    def get_config(self) -> dict:
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "steps_per_epoch": self.steps_per_epoch,
+            "decay": self.decay,
+            "min_ratio": self.min_ratio,
+        }
+
+
+def damsm_optimizer(
+    learning_rate: float = 2e-3,
+    steps_per_epoch: int = 1,
+    decay: float = 0.98,
+    min_ratio: float | None = 0.1,
+) -> keras.optimizers.Optimizer:
+    """The published DAMSM optimizer: Adam(2e-3, betas (0.5, 0.999)), x0.98 per epoch.
+
+    Args:
+        learning_rate: starting rate (AttnGAN's TRAIN.ENCODER_LR, 2e-3).
+        steps_per_epoch: optimizer steps per epoch, for the per-epoch decay.
+        decay: factor per epoch (0.98).
+        min_ratio: the decay stops at this fraction of the start (published 0.1); None
+            decays forever.
+
+    Example:
+    >>> optimizer = damsm_optimizer(steps_per_epoch=185)
+    >>> optimizer.beta_1
+    0.5
+    """
+    schedule = DAMSMLearningRate(learning_rate, steps_per_epoch, decay, min_ratio)
+    return keras.optimizers.Adam(learning_rate=schedule, beta_1=0.5, beta_2=0.999)
+
+
+@keras.saving.register_keras_serializable(package="mirrorgan_tf")
+class DAMSMTrainer(keras.Model):
+    """Pretrains STEM and the DAMSM image encoder with the DAMSM loss (AttnGAN Eqs. 7-13).
+
+    loss = word loss (image->text + text->image, Eqs. 7-11 and 13 on regions and words)
+         + sentence loss (both directions, Eqs. 12-13 on global image and sentence features),
+    with negatives of the same class masked out (`data["class_id"]`). The image encoder sees
+    the largest stage's images (`data["images"][-1]`). As in the published
+    `pretrain_DAMSM.py`, one optimizer updates both encoders, and only the text encoder's
+    gradients are clipped to global norm `rnn_grad_clip` (`clip_grad_norm_(rnn.parameters(),
+    0.25)`); the image encoder's trainable part (its projections; the ImageNet trunk is
+    frozen) is not clipped. Under a loss-scaling optimizer the clip norm is scaled with the
+    loss, which equals clipping the unscaled gradients.
+
+    `compile` defaults to `jit_compile=False` (tested path): dataset elements carry strings
+    (keys, raw captions) that XLA has no use for, and XLA was not faster on CPU.
+
+    Args:
+        text_encoder: a `TextEncoder` (STEM).
+        image_encoder: an `ImageEncoder`.
+        gamma1: attention sharpness over regions (4).
+        gamma2: word relevance aggregation (5).
+        gamma3: the scale of the matching scores (10).
+        rnn_grad_clip: global-norm clip of the text encoder's gradients (0.25); None: no clip.
+        **kwargs: passed to `keras.Model`.
+
+    Example:
+    >>> trainer = DAMSMTrainer(TextEncoder(20, embedding_dim=8, nef=8),
+    ...                        ImageEncoder(nef=8, backbone="small"))
+    >>> trainer.compile(optimizer=damsm_optimizer(steps_per_epoch=100))
+    >>> history = trainer.fit(dataset.batch(48), epochs=1)  # dataset: the data contract's
+    """
+
+    def __init__(
+        self,
+        text_encoder: keras.Model,
+        image_encoder: keras.Model,
+        gamma1: float = 4.0,
+        gamma2: float = 5.0,
+        gamma3: float = 10.0,
+        rnn_grad_clip: float | None = 0.25,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+
+        # === Layers ===
+        self.text_encoder = text_encoder
+        self.image_encoder = image_encoder
+
+        # === Config ===
+        self.gamma1 = gamma1
+        self.gamma2 = gamma2
+        self.gamma3 = gamma3
+        self.rnn_grad_clip = rnn_grad_clip
+
+        # === Metrics ===
+        self.word_loss_tracker = keras.metrics.Mean(name="word_loss")
+        self.sentence_loss_tracker = keras.metrics.Mean(name="sentence_loss")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.r_precision_tracker = keras.metrics.Mean(name="r_precision")
+        # The encoders build their weights in their constructors: nothing is left to build.
+        self.built = True
+
+    @property
+    def metrics(self) -> list:
+        return [
+            self.word_loss_tracker,
+            self.sentence_loss_tracker,
+            self.loss_tracker,
+            self.r_precision_tracker,
+        ]
+
+    def compile(self, optimizer="adam", jit_compile: bool | str = False, **kwargs) -> None:
+        """Sets the optimizer (see `damsm_optimizer`); XLA off by default (see the class doc)."""
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+
+    def compile_from_config(self, config: dict) -> None:
+        """Recompiles on `load_model` (Keras skips models whose `compile` is overridden)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        # Create the optimizer's variables so that the saved ones load into them.
+        self.optimizer.build(self.trainable_variables)
+
+    def call(self, data, training: bool | None = None):
+        """Encodes a batch: `(words, sentence, regions, image_global)`."""
+        words, sentence = self.text_encoder(data["token_ids"], training=training)
+        regions, image_global = self.image_encoder(stage_images(data["images"]), training=training)
+        return words, sentence, regions, image_global
+
+    def word_loss(self, regions, words, lengths, class_ids):
+        """Word-level DAMSM loss, both directions (AttnGAN Eqs. 7-11, 13)."""
+        image_to_text, text_to_image = damsm_word_loss(
+            regions, words, lengths, class_ids, self.gamma1, self.gamma2, self.gamma3
+        )
+        return image_to_text + text_to_image
+
+    def sentence_loss(self, image_global, sentence, class_ids):
+        """Sentence-level DAMSM loss, both directions (AttnGAN Eqs. 12-13)."""
+        image_to_text, text_to_image = damsm_sentence_loss(
+            image_global, sentence, class_ids, self.gamma3
+        )
+        return image_to_text + text_to_image
+
+    def damsm_losses(self, data, training: bool):
+        """`(word loss, sentence loss, image_global, sentence)` of a batch, same-class masked."""
+        words, sentence, regions, image_global = self(data, training=training)
+        class_ids = data.get("class_id")
+        word = self.word_loss(regions, words, data["caption_length"], class_ids)
+        sentence_term = self.sentence_loss(image_global, sentence, class_ids)
+        return word, sentence_term, image_global, sentence
+
+    def _update_trackers(self, word, sentence) -> dict:
+        self.word_loss_tracker.update_state(word)
+        self.sentence_loss_tracker.update_state(sentence)
+        self.loss_tracker.update_state(word + sentence)
+        return {
+            "word_loss": self.word_loss_tracker.result(),
+            "sentence_loss": self.sentence_loss_tracker.result(),
+            "loss": self.loss_tracker.result(),
+        }
+
+    def train_step(self, data):
+        text_variables = list(self.text_encoder.trainable_variables)
+        image_variables = list(self.image_encoder.trainable_variables)
+        with tf.GradientTape() as tape:
+            word, sentence, _, _ = self.damsm_losses(data, training=True)
+            loss = word + sentence
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, text_variables + image_variables)
+        text_gradients = gradients[: len(text_variables)]
+        image_gradients = gradients[len(text_variables) :]
+        if self.rnn_grad_clip is not None:
+            # The embedding's gradient arrives as IndexedSlices whose rows repeat for repeated
+            # words; clip_by_global_norm would measure the slices, not the summed (dense)
+            # gradient that PyTorch's `clip_grad_norm_` measures. Densify first.
+            text_gradients = [
+                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                for g in text_gradients
+            ]
+            # Clipping the loss-scaled gradients at clip x scale == clipping the true ones.
+            scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+            text_gradients, _ = tf.clip_by_global_norm(text_gradients, self.rnn_grad_clip * scale)
+        self.optimizer.apply_gradients(
+            zip(
+                list(text_gradients) + list(image_gradients),
+                text_variables + image_variables,
+                strict=True,
+            )
+        )
+        return self._update_trackers(word, sentence)
+
+    def test_step(self, data):
+        word, sentence, image_global, sentence_features = self.damsm_losses(data, training=False)
+        logs = self._update_trackers(word, sentence)
+        self.r_precision_tracker.update_state(
+            batch_retrieval_accuracy(image_global, sentence_features)
+        )
+        logs["r_precision"] = self.r_precision_tracker.result()
+        return logs
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            text_encoder=keras.saving.serialize_keras_object(self.text_encoder),
+            image_encoder=keras.saving.serialize_keras_object(self.image_encoder),
+            gamma1=self.gamma1,
+            gamma2=self.gamma2,
+            gamma3=self.gamma3,
+            rnn_grad_clip=self.rnn_grad_clip,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        config["text_encoder"] = keras.saving.deserialize_keras_object(config["text_encoder"])
+        config["image_encoder"] = keras.saving.deserialize_keras_object(config["image_encoder"])
+        return cls(**config)

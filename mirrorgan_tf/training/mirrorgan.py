@@ -1,0 +1,326 @@
+"""The MirrorGAN training step: STEM and STREAM frozen, GLAM and the discriminators trained.
+
+One iteration follows the published trainer: generate once; update every discriminator on the
+detached images (unconditional real/fake, conditional real/fake/mismatched); then update the
+generator with, per stage, the adversarial terms against the *updated* discriminators, plus the
+KL term of conditioning augmentation and lambda x STREAM's caption cross-entropy on the
+last-stage image (gradients flow through the frozen captioner into the generator; MirrorGAN
+Eq. 10). An optional AttnGAN-style DAMSM term has its own weight (0 by default, as in the
+published MirrorGAN birds configuration). The generator's exponential moving average is kept
+in `ema_generator`: it is what gets saved, sampled and exported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from mirrorgan_tf import losses
+from mirrorgan_tf.networks.text_encoder import caption_mask
+
+
+def _clone_generator(generator: keras.Model) -> keras.Model:
+    """A new generator of the same configuration, built by one call on a dummy batch."""
+    clone = generator.__class__.from_config(generator.get_config())
+    nef = generator.nef
+    clone(
+        tf.zeros([1, generator.z_dim]),
+        tf.zeros([1, nef]),
+        tf.zeros([1, 1, nef]),
+        tf.ones([1, 1], tf.bool),
+        training=False,
+    )
+    return clone
+
+
+@keras.saving.register_keras_serializable(package="mirrorgan_tf")
+class MirrorGANTrainer(keras.Model):
+    """Trains GLAM and the discriminators against frozen STEM and STREAM (MirrorGAN, Sec. 3).
+
+    Args:
+        text_encoder: a pretrained `TextEncoder` (STEM); frozen here.
+        generator: the `Generator` (GLAM) to train, built.
+        discriminators: one `Discriminator` per generator stage, smallest first, built.
+        captioner: a pretrained `Captioner` (STREAM); frozen here, but differentiable.
+        image_encoder: the DAMSM `ImageEncoder`; needed only when `damsm_loss_weight > 0`.
+        caption_loss_weight: lambda of L_G = sum_i L_Gi + lambda L_stream (published birds: 10).
+        kl_loss_weight: weight of the conditioning-augmentation KL term (published: 1).
+        damsm_loss_weight: weight of the AttnGAN DAMSM term (0 = MirrorGAN as published).
+        ema_decay: decay of the generator's moving average (published: 0.999).
+        gamma1, gamma2, gamma3: DAMSM smoothing factors, used by the DAMSM term only.
+        seed: seed of the noise and conditioning-augmentation draws.
+
+    Example:
+    >>> trainer = MirrorGANTrainer(text_encoder, generator, [d64, d128, d256], captioner)
+    >>> trainer.compile(g_optimizer=generator_optimizer(), d_optimizer=discriminator_optimizer())
+    >>> trainer.fit(dataset, epochs=1)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        text_encoder: keras.Model,
+        generator: keras.Model,
+        discriminators: Sequence[keras.Model],
+        captioner: keras.Model,
+        image_encoder: keras.Model | None = None,
+        caption_loss_weight: float = 10.0,
+        kl_loss_weight: float = 1.0,
+        damsm_loss_weight: float = 0.0,
+        ema_decay: float = 0.999,
+        gamma1: float = 4.0,
+        gamma2: float = 5.0,
+        gamma3: float = 10.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(discriminators) != generator.num_stages:
+            raise ValueError(
+                f"`discriminators` must hold one discriminator per generator stage "
+                f"({generator.num_stages}); got {len(discriminators)}."
+            )
+        if damsm_loss_weight > 0 and image_encoder is None:
+            raise ValueError("`damsm_loss_weight > 0` needs the DAMSM `image_encoder`.")
+        # === Networks ===
+        self.text_encoder = text_encoder
+        self.generator = generator
+        self.discriminators = list(discriminators)
+        self.captioner = captioner
+        self.image_encoder = image_encoder
+        # STEM, STREAM and the DAMSM image encoder are frozen: no weight changes, BatchNorm in
+        # inference mode, but gradients still flow through STREAM into the generator.
+        for frozen in (text_encoder, captioner, image_encoder):
+            if frozen is not None:
+                frozen.trainable = False
+        self.ema_generator = _clone_generator(generator)
+        self.ema_generator.set_weights(generator.get_weights())
+        self.ema_generator.trainable = False
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        # === Config ===
+        self.caption_loss_weight = float(caption_loss_weight)
+        self.kl_loss_weight = float(kl_loss_weight)
+        self.damsm_loss_weight = float(damsm_loss_weight)
+        self.ema_decay = float(ema_decay)
+        self.gamma1, self.gamma2, self.gamma3 = float(gamma1), float(gamma2), float(gamma3)
+        self.seed = seed
+        # === Trackers ===
+        sizes = [d.image_size for d in self.discriminators]
+        names = ["d_loss", "g_loss", "kl_loss", "caption_loss", "damsm_loss"]
+        names += [f"d_loss_{s}" for s in sizes] + [f"g_adv_loss_{s}" for s in sizes]
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        if not self.damsm_loss_weight:
+            del self._trackers["damsm_loss"]
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def compile(
+        self,
+        g_optimizer: keras.optimizers.Optimizer | None = None,
+        d_optimizer: keras.optimizers.Optimizer | None = None,
+        **kwargs,
+    ) -> None:
+        """Sets the generator and discriminator optimizers (published Adam by default).
+
+        One `d_optimizer` updates every discriminator: Adam's state is per variable, so this
+        equals the published one optimizer per discriminator.
+
+        Args:
+            g_optimizer: the generator's optimizer (default Adam 2e-4, betas (0.5, 0.999)).
+            d_optimizer: the discriminators' optimizer (same default).
+            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
+
+        Example:
+        >>> trainer.compile(g_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5))  # doctest: +SKIP
+        """
+        super().compile(optimizer=None, **kwargs)
+        self.g_optimizer = _maybe_loss_scaled(g_optimizer or published_adam())
+        self.d_optimizer = _maybe_loss_scaled(d_optimizer or published_adam())
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self._discriminator_variables())
+
+    def _discriminator_variables(self) -> list:
+        return [v for d in self.discriminators for v in d.trainable_variables]
+
+    # === Loss terms ===
+    def _discriminator_losses(self, real_images, fake_images, sentence) -> list[tf.Tensor]:
+        stage_losses = []
+        for d, real, fake in zip(self.discriminators, real_images, fake_images, strict=True):
+            real_code = d.encode(real, training=True)
+            fake_code = d.encode(tf.stop_gradient(fake), training=True)
+            stage_losses.append(
+                losses.discriminator_loss(
+                    real_uncond=d.unconditional_logits(real_code),
+                    fake_uncond=d.unconditional_logits(fake_code),
+                    real_cond=d.conditional_logits(real_code, sentence, training=True),
+                    fake_cond=d.conditional_logits(fake_code, sentence, training=True),
+                    # Real images paired with the next sample's sentence (published).
+                    mismatched_cond=d.conditional_logits(
+                        real_code[:-1], sentence[1:], training=True
+                    ),
+                )
+            )
+        return stage_losses
+
+    def _generator_adversarial_losses(self, fake_images, sentence) -> list[tf.Tensor]:
+        stage_losses = []
+        for d, fake in zip(self.discriminators, fake_images, strict=True):
+            code = d.encode(fake, training=True)
+            stage_losses.append(
+                losses.generator_adversarial_loss(
+                    d.unconditional_logits(code),
+                    d.conditional_logits(code, sentence, training=True),
+                )
+            )
+        return stage_losses
+
+    def _caption_loss(self, image, token_ids, lengths) -> tf.Tensor:
+        """STREAM re-describes the last-stage image; cross-entropy against the input caption."""
+        logits = self.captioner(image, token_ids, training=False)
+        return losses.caption_loss(logits, token_ids, lengths)
+
+    def _damsm_loss(self, image, words, sentence, lengths, class_ids) -> tf.Tensor:
+        regions, global_feature = self.image_encoder(image, training=False)
+        w0, w1 = losses.damsm_word_loss(
+            regions, words, lengths, class_ids, self.gamma1, self.gamma2, self.gamma3
+        )
+        s0, s1 = losses.damsm_sentence_loss(global_feature, sentence, class_ids, self.gamma3)
+        return w0 + w1 + s0 + s1
+
+    # === Steps ===
+    def _encode_text(self, data):
+        token_ids = tf.cast(data["token_ids"], tf.int32)
+        words, sentence = self.text_encoder(token_ids, training=False)
+        return token_ids, caption_mask(token_ids), words, sentence
+
+    def train_step(self, data):
+        real_images = tuple(data["images"])
+        lengths = data["caption_length"]
+        token_ids, word_mask, words, sentence = self._encode_text(data)
+        batch = tf.shape(token_ids)[0]
+        noise = keras.random.normal([batch, self.generator.z_dim], seed=self.seed_generator)
+        # Per-replica losses are summed over replicas when gradients are applied.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+
+        with tf.GradientTape() as g_tape:
+            out = self.generator(noise, sentence, words, word_mask, training=True)
+            fake_images = out["images"]
+            with g_tape.stop_recording():
+                # Discriminators first, on the detached images (published order).
+                with tf.GradientTape() as d_tape:
+                    d_stage_losses = self._discriminator_losses(
+                        real_images, fake_images, sentence
+                    )
+                    d_loss = tf.add_n(d_stage_losses)
+                    d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
+                d_vars = self._discriminator_variables()
+                d_grads = d_tape.gradient(d_scaled, d_vars)
+                self.d_optimizer.apply(d_grads, d_vars)
+            g_adv_losses = self._generator_adversarial_losses(fake_images, sentence)
+            kl = losses.kl_loss(out["mu"], out["logvar"])
+            caption = self._caption_loss(fake_images[-1], token_ids, lengths)
+            g_loss = tf.add_n(g_adv_losses) + self.kl_loss_weight * kl
+            g_loss += self.caption_loss_weight * caption
+            if self.damsm_loss_weight:
+                damsm = self._damsm_loss(
+                    fake_images[-1], words, sentence, lengths, data.get("class_id")
+                )
+                g_loss += self.damsm_loss_weight * damsm
+            g_scaled = self.g_optimizer.scale_loss(g_loss / replicas)
+        g_vars = self.generator.trainable_variables
+        g_grads = g_tape.gradient(g_scaled, g_vars)
+        self.g_optimizer.apply(g_grads, g_vars)
+        self._update_ema()
+
+        values = {"d_loss": d_loss, "g_loss": g_loss, "kl_loss": kl, "caption_loss": caption}
+        if self.damsm_loss_weight:
+            values["damsm_loss"] = damsm
+        for d, dl, gl in zip(self.discriminators, d_stage_losses, g_adv_losses, strict=True):
+            values[f"d_loss_{d.image_size}"] = dl
+            values[f"g_adv_loss_{d.image_size}"] = gl
+        return self._track(values)
+
+    def test_step(self, data):
+        """Caption loss and KL of the moving-average generator's images (no updates)."""
+        token_ids, word_mask, words, sentence = self._encode_text(data)
+        batch = tf.shape(token_ids)[0]
+        noise = keras.random.normal([batch, self.generator.z_dim], seed=self.seed_generator)
+        out = self.ema_generator(noise, sentence, words, word_mask, training=False)
+        caption = self._caption_loss(out["images"][-1], token_ids, data["caption_length"])
+        kl = losses.kl_loss(out["mu"], out["logvar"])
+        return self._track({"caption_loss": caption, "kl_loss": kl})
+
+    def _track(self, values):
+        for name, value in values.items():
+            self._trackers[name].update_state(value)
+        return {name: self._trackers[name].result() for name in values}
+
+    def _update_ema(self) -> None:
+        """EMA of the generator's parameters; BatchNorm statistics are copied (published)."""
+        decay = self.ema_decay
+        trainable = {id(v) for v in self.generator.trainable_weights}
+        for ema, live in zip(self.ema_generator.weights, self.generator.weights, strict=True):
+            if id(live) in trainable:
+                ema.assign(decay * ema + (1.0 - decay) * live)
+            else:
+                ema.assign(live)
+
+    # === Config ===
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "text_encoder": keras.layers.serialize(self.text_encoder),
+                "generator": keras.layers.serialize(self.generator),
+                "discriminators": [keras.layers.serialize(d) for d in self.discriminators],
+                "captioner": keras.layers.serialize(self.captioner),
+                "image_encoder": (
+                    keras.layers.serialize(self.image_encoder) if self.image_encoder else None
+                ),
+                "caption_loss_weight": self.caption_loss_weight,
+                "kl_loss_weight": self.kl_loss_weight,
+                "damsm_loss_weight": self.damsm_loss_weight,
+                "ema_decay": self.ema_decay,
+                "gamma1": self.gamma1,
+                "gamma2": self.gamma2,
+                "gamma3": self.gamma3,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("text_encoder", "generator", "captioner", "image_encoder"):
+            if config.get(key) is not None:
+                config[key] = keras.layers.deserialize(config[key])
+        config["discriminators"] = [keras.layers.deserialize(d) for d in config["discriminators"]]
+        return cls(**config)
+
+
+def published_adam(learning_rate: float = 2e-4) -> keras.optimizers.Adam:
+    """Adam with the published GAN settings: lr 2e-4, betas (0.5, 0.999).
+
+    Args:
+        learning_rate: the learning rate.
+
+    Example:
+    >>> published_adam().beta_1
+    0.5
+    """
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.999)
+
+
+def _maybe_loss_scaled(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Wraps in a LossScaleOptimizer under the mixed_float16 policy (bfloat16 needs none)."""
+    policy = keras.mixed_precision.global_policy().name
+    if policy == "mixed_float16" and not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
