@@ -37,12 +37,119 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    print(
-        "The demo will pretrain STEM (DAMSM) and STREAM, then train MirrorGAN on the built-in "
-        "captioned-shapes dataset, write a sample grid with attention maps and print the shapes "
-        "consistency score. The training subcommands land with the training issue."
+    from mirrorgan_tf.demo import run_demo
+
+    run_demo(out=args.out, scale=args.scale, save_to=args.save_to, seed=args.seed)
+    return 0
+
+
+def _training_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "preset": args.preset,
+        "data": args.data,
+        "out": args.out,
+        "steps": args.steps,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "checkpoint_every": args.checkpoint_every,
+        "mixed_precision": args.mixed_precision,
+        "jit_compile": args.jit_compile,
+        "strategy": args.strategy,
+    }
+
+
+def _cmd_pretrain_stem(args: argparse.Namespace) -> int:
+    from mirrorgan_tf.training.run import pretrain_stem
+
+    pretrain_stem(**_training_kwargs(args))
+    return 0
+
+
+def _cmd_pretrain_stream(args: argparse.Namespace) -> int:
+    from mirrorgan_tf.training.run import pretrain_stream
+
+    pretrain_stream(**_training_kwargs(args))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mirrorgan_tf.training.run import train
+
+    train(
+        stem=args.stem,
+        stream=args.stream,
+        init=args.init,
+        sample_every=args.sample_every,
+        **_training_kwargs(args),
     )
     return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from mirrorgan_tf.task import TextToImage
+    from mirrorgan_tf.visualize import save_generation_grid
+
+    model = TextToImage.from_preset(args.model, captioner=False)
+    result = model.generate(args.captions, seed=args.seed, return_attention=True)
+    save_generation_grid(result, args.captions, args.out)
+    print(f"Wrote {args.out}: {len(args.captions)} caption(s), every stage and attention maps.")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mirrorgan_tf.export import export
+
+    paths = export(
+        args.model,
+        args.out,
+        format=args.format,
+        version=args.version,
+        quantize=args.quantize,
+        batch_size=args.batch_size,
+    )
+    for path in paths:
+        print(f"Wrote {path}")
+    return 0
+
+
+def _cmd_prepare_data(args: argparse.Namespace) -> int:
+    from mirrorgan_tf.data.tfrecords import prepare_data
+
+    count = prepare_data(
+        format=args.format,
+        data_dir=args.data_dir,
+        split=args.split,
+        out=args.out,
+        shards=args.shards,
+        skip_corrupt=args.skip_corrupt,
+    )
+    print(f"Wrote {count:,} examples to {args.out}-*.tfrecord")
+    return 0
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--preset", default="shapes", help="shapes, birds or coco")
+    parser.add_argument(
+        "--data",
+        default="shapes",
+        help="'shapes' (built in), an AttnGAN-layout folder, or a TFRecords prefix",
+    )
+    parser.add_argument("--out", default=default_out, help="run folder (re-running resumes)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps")
+    parser.add_argument("--epochs", type=int, default=None, help="passes over the train split")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--seed", type=int, default=0, help="makes the run repeat")
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps")
+    parser.add_argument(
+        "--mixed-precision", choices=["bfloat16", "float16"], default=None,
+        help="mixed precision policy (loss scaling for float16)",
+    )
+    parser.add_argument("--jit-compile", action="store_true", help="compile steps with XLA")
+    parser.add_argument(
+        "--strategy", choices=["mirrored", "multi_worker"], default=None,
+        help="tf.distribute strategy (multi_worker reads TF_CONFIG)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +172,55 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
 
     demo = sub.add_parser("demo", help="train the whole chain on the built-in shapes dataset")
+    demo.add_argument("--out", default="runs/demo", help="folder of the demo's runs")
+    demo.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--save-to", default=None, help="also write the model preset here")
     demo.set_defaults(func=_cmd_demo)
+
+    stem = sub.add_parser("pretrain-stem", help="DAMSM pretraining of STEM (text encoder)")
+    _add_training_arguments(stem, "runs/stem")
+    stem.set_defaults(func=_cmd_pretrain_stem)
+
+    stream = sub.add_parser("pretrain-stream", help="pretraining of STREAM (captioner)")
+    _add_training_arguments(stream, "runs/stream")
+    stream.set_defaults(func=_cmd_pretrain_stream)
+
+    train = sub.add_parser("train", help="train MirrorGAN with STEM and STREAM frozen")
+    _add_training_arguments(train, "runs/mirrorgan")
+    train.add_argument("--stem", required=True, help="pretrain-stem run folder")
+    train.add_argument("--stream", required=True, help="pretrain-stream run folder")
+    train.add_argument("--init", default=None, help="preset folder to fine-tune from")
+    train.add_argument("--sample-every", type=int, default=200, help="steps between grids")
+    train.set_defaults(func=_cmd_train)
+
+    generate = sub.add_parser("generate", help="captions in, a grid PNG out")
+    generate.add_argument("--model", required=True, help="run folder, preset folder or name")
+    generate.add_argument("captions", nargs="+", help="one or more captions")
+    generate.add_argument("--out", default="generated.png", help="the grid PNG")
+    generate.add_argument("--seed", type=int, default=None, help="same seed, same image")
+    generate.set_defaults(func=_cmd_generate)
+
+    export = sub.add_parser("export", help="SavedModel for TF Serving, or TFLite")
+    export.add_argument("--model", required=True, help="run folder, preset folder or name")
+    export.add_argument(
+        "--out", required=True,
+        help="saved_model: BASE/NAME (the version folder goes inside); tflite: a file or folder",
+    )
+    export.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
+    export.add_argument("--version", type=int, default=1, help="TF Serving version folder")
+    export.add_argument("--quantize", choices=["none", "float16", "dynamic"], default="none")
+    export.add_argument("--batch-size", type=int, default=1, help="TFLite's fixed batch size")
+    export.set_defaults(func=_cmd_export)
+
+    prepare = sub.add_parser("prepare-data", help="write sharded TFRecords of a dataset")
+    prepare.add_argument("--format", default="attngan", choices=["attngan"])
+    prepare.add_argument("--data-dir", required=True, help="the AttnGAN-layout folder")
+    prepare.add_argument("--split", default="train", choices=["train", "test"])
+    prepare.add_argument("--out", required=True, help="prefix of the shards")
+    prepare.add_argument("--shards", type=int, default=8)
+    prepare.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images")
+    prepare.set_defaults(func=_cmd_prepare_data)
     return parser
 
 
@@ -84,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"mirrorgan-tf {args.command}: error: {error}", file=sys.stderr)
         return 2
 

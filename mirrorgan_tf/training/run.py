@@ -1,0 +1,499 @@
+"""The training runs behind `mirrorgan-tf pretrain-stem`, `pretrain-stream` and `train`.
+
+Each run writes into one folder:
+
+    RUN_DIR/
+      run.json            the arguments of the first invocation (a resume must match)
+      vocabulary.txt      the vocabulary of the data
+      checkpoints/        crash-safe checkpoints; `latest` names the newest complete one
+      model/              a preset folder of the newest checkpoint (what generate/export load)
+      losses.csv          one row per chunk of `checkpoint_every` steps
+      tensorboard/        scalars and sample images
+      samples/            sample grids (MirrorGAN only)
+
+Re-running the same command resumes from the latest checkpoint: same step count, same
+optimizer state, same seed-generator state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from mirrorgan_tf import presets
+from mirrorgan_tf.data import pipeline
+from mirrorgan_tf.data.tokenizer import Tokenizer
+from mirrorgan_tf.data.vocabulary import Vocabulary
+from mirrorgan_tf.task import RUN_MODEL_DIR, TextToImage, resolve_preset
+from mirrorgan_tf.training.callbacks import Checkpoint, SampleGrid, StopOnNonFiniteLoss
+from mirrorgan_tf.training.captioner import CaptionerTrainer
+from mirrorgan_tf.training.checkpoints import latest_checkpoint, restore_checkpoint
+from mirrorgan_tf.training.damsm import DAMSMTrainer, damsm_optimizer
+from mirrorgan_tf.training.mirrorgan import MirrorGANTrainer, published_adam
+
+PRECISIONS = {None: "float32", "float32": "float32", "bfloat16": "mixed_bfloat16",
+              "float16": "mixed_float16"}
+
+
+def _set_precision(mixed_precision: str | None) -> None:
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(
+            f"`mixed_precision` must be one of bfloat16, float16 or None; got {mixed_precision!r}."
+        )
+    keras.mixed_precision.set_global_policy(PRECISIONS[mixed_precision])
+
+
+def _strategy(name: str | None) -> tf.distribute.Strategy:
+    """`None`: the default; `mirrored`: all local devices; `multi_worker`: from TF_CONFIG."""
+    if name in (None, "none", "default"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"`strategy` must be None, 'mirrored' or 'multi_worker'; got {name!r}.")
+
+
+class _Run:
+    """The folder of one run and the bookkeeping shared by the three kinds of training."""
+
+    def __init__(self, out: str, kind: str, arguments: dict[str, Any]):
+        self.out = out
+        self.kind = kind
+        os.makedirs(out, exist_ok=True)
+        self.checkpoints = os.path.join(out, "checkpoints")
+        path = os.path.join(out, "run.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+            for key in ("kind", "preset", "data"):
+                if previous.get(key) != {**arguments, "kind": kind}.get(key):
+                    raise ValueError(
+                        f"{out!r} holds a {previous.get('kind')} run of preset "
+                        f"{previous.get('preset')!r} on {previous.get('data')!r}; it cannot be "
+                        f"resumed as a {kind} run of {arguments.get('preset')!r} on "
+                        f"{arguments.get('data')!r}. Use another --out folder."
+                    )
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"kind": kind, **arguments}, f, indent=2, default=str)
+
+    @property
+    def vocabulary_path(self) -> str:
+        return os.path.join(self.out, presets.VOCABULARY_FILE)
+
+    def fit(
+        self,
+        trainer: keras.Model,
+        optimizers,
+        dataset: tf.data.Dataset,
+        steps: int,
+        checkpoint_every: int,
+        save_model,
+        extra_callbacks=(),
+        verbose: int | str = "auto",
+    ) -> dict[str, Any]:
+        """Trains `steps` steps in chunks of `checkpoint_every`, resuming when possible."""
+        chunk = max(1, min(int(checkpoint_every), int(steps)))
+        chunks = math.ceil(int(steps) / chunk)
+        done = 0
+        last = latest_checkpoint(self.checkpoints)
+        if last is not None:
+            state = restore_checkpoint(last, trainer, optimizers())
+            done = int(state["step"])
+            print(f"Resuming from {last} (step {done}).")
+        if done >= chunks * chunk:
+            print(f"{self.out} has already trained {done} steps; nothing to do.")
+            return {"steps": done}
+        callbacks = [
+            StopOnNonFiniteLoss(self.checkpoints),
+            Checkpoint(self.checkpoints, chunk, optimizers, on_save=save_model),
+            keras.callbacks.CSVLogger(os.path.join(self.out, "losses.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(self.out, "tensorboard"), write_graph=False),
+            *extra_callbacks,
+        ]
+        history = trainer.fit(
+            dataset,
+            epochs=chunks,
+            initial_epoch=done // chunk,
+            steps_per_epoch=chunk,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the datasets shuffle themselves, seeded
+        )
+        return {"steps": chunks * chunk, "history": history.history}
+
+
+def _load_vocabulary(data: str, run: _Run) -> Vocabulary:
+    if os.path.exists(run.vocabulary_path):
+        return Vocabulary.load(run.vocabulary_path)
+    vocabulary = pipeline.vocabulary_of(data)
+    vocabulary.save(run.vocabulary_path)
+    return vocabulary
+
+
+def _batches(
+    data: str,
+    config: dict,
+    tokenizer: Tokenizer,
+    batch_size: int,
+    seed: int,
+    split: str = "train",
+    training: bool = True,
+) -> tf.data.Dataset:
+    dataset = pipeline.open_dataset(
+        data, split=split, tokenizer=tokenizer, config=config, training=training, seed=seed
+    )
+    # drop_remainder: the mismatched-pair term and BatchNorm need full batches.
+    return dataset.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _common_setup(preset, data, out, kind, arguments, mixed_precision, seed, **overrides):
+    _set_precision(mixed_precision)
+    keras.utils.set_random_seed(seed)
+    run = _Run(out, kind, {"preset": preset, "data": data, **arguments})
+    vocabulary = _load_vocabulary(data, run)
+    config = presets.get_config(preset, vocab_size=len(vocabulary), **overrides)
+    tokenizer = Tokenizer(vocabulary, config["words_num"])
+    return run, vocabulary, config, tokenizer
+
+
+def _steps(steps: int | None, epochs: int | None, data: str, batch_size: int) -> int:
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"`steps` must be positive; got {steps}.")
+        return int(steps)
+    if epochs is None:
+        raise ValueError("Give `steps` or `epochs`.")
+    return max(1, int(epochs) * pipeline.num_examples(data, "train") // batch_size)
+
+
+def pretrain_stem(
+    preset: str = "shapes",
+    data: str = "shapes",
+    out: str = "runs/stem",
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 200,
+    mixed_precision: str | None = None,
+    jit_compile: bool = False,
+    backbone_weights: str | None = "imagenet",
+    strategy: str | None = None,
+    verbose: int | str = "auto",
+    **overrides: Any,
+) -> str:
+    """Pretrains STEM (the text encoder) and the DAMSM image encoder with the DAMSM loss.
+
+    Args:
+        preset: `shapes`, `birds` or `coco`.
+        data: `shapes` (built in), an AttnGAN-layout folder, or a TFRecords prefix.
+        out: the run folder (re-running resumes).
+        steps: training steps (or give `epochs`).
+        epochs: passes over the training split.
+        batch_size: default: the preset's published DAMSM batch size.
+        seed: makes the run repeat.
+        checkpoint_every: steps between checkpoints (one progress bar per chunk).
+        mixed_precision: None, `bfloat16` or `float16`.
+        jit_compile: compile the step with XLA.
+        backbone_weights: `imagenet` loads the Inception-v3 trunk's ImageNet weights through
+            Keras (network at run time); ignored by the `small` backbone of `shapes`.
+        strategy: None, `mirrored` or `multi_worker` (`TF_CONFIG`).
+        verbose: Keras progress-bar verbosity.
+        **overrides: preset configuration overrides.
+
+    Returns:
+        The run folder; its `model/` holds the pretrained `text_encoder` and `image_encoder`.
+
+    Example:
+    >>> pretrain_stem("shapes", "shapes", "runs/stem", steps=300)  # doctest: +SKIP
+    """
+    arguments = {"batch_size": batch_size, "seed": seed}
+    run, _, config, tokenizer = _common_setup(
+        preset, data, out, "pretrain-stem", arguments, mixed_precision, seed, **overrides
+    )
+    training = config["training"]
+    batch_size = batch_size or training["damsm_batch_size"]
+    total = _steps(steps, epochs, data, batch_size)
+    weights = backbone_weights if config["image_encoder_backbone"] != "small" else None
+    with _strategy(strategy).scope():
+        text_encoder = presets.build_component("text_encoder", config)
+        image_encoder = presets.build_component("image_encoder", config, weights=weights)
+        trainer = DAMSMTrainer(
+            text_encoder,
+            image_encoder,
+            gamma1=training["damsm_gamma1"],
+            gamma2=training["damsm_gamma2"],
+            gamma3=training["damsm_gamma3"],
+            rnn_grad_clip=training["damsm_rnn_grad_clip"],
+        )
+        epoch_steps = max(1, pipeline.num_examples(data, "train") // batch_size)
+        trainer.compile(
+            optimizer=damsm_optimizer(
+                training["damsm_learning_rate"],
+                steps_per_epoch=epoch_steps,
+                decay=training["damsm_lr_decay_per_epoch"],
+            ),
+            jit_compile=jit_compile,
+        )
+        trainer.optimizer.build(trainer.trainable_variables)
+
+    def save_model(step: int) -> None:
+        presets.save_to_preset(
+            os.path.join(out, RUN_MODEL_DIR),
+            config,
+            {"text_encoder": text_encoder, "image_encoder": image_encoder},
+            vocabulary_path=run.vocabulary_path,
+            metadata={"trained_by": "pretrain-stem", "step": step},
+        )
+
+    run.fit(
+        trainer,
+        lambda: {"optimizer": trainer.optimizer},
+        _batches(data, config, tokenizer, batch_size, seed),
+        total,
+        checkpoint_every,
+        save_model,
+        verbose=verbose,
+    )
+    return out
+
+
+def pretrain_stream(
+    preset: str = "shapes",
+    data: str = "shapes",
+    out: str = "runs/stream",
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 200,
+    mixed_precision: str | None = None,
+    jit_compile: bool = False,
+    strategy: str | None = None,
+    verbose: int | str = "auto",
+    **overrides: Any,
+) -> str:
+    """Pretrains STREAM (the captioner) with teacher-forced caption cross-entropy.
+
+    Args:
+        preset: `shapes`, `birds` or `coco`.
+        data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
+        out: the run folder (re-running resumes).
+        steps: training steps (or give `epochs`).
+        epochs: passes over the training split.
+        batch_size: default: the preset's.
+        seed: makes the run repeat.
+        checkpoint_every: steps between checkpoints.
+        mixed_precision: None, `bfloat16` or `float16`.
+        jit_compile: compile the step with XLA.
+        strategy: None, `mirrored` or `multi_worker`.
+        verbose: Keras progress-bar verbosity.
+        **overrides: preset configuration overrides.
+
+    Returns:
+        The run folder; its `model/` holds the pretrained `captioner`.
+
+    Example:
+    >>> pretrain_stream("shapes", "shapes", "runs/stream", steps=300)  # doctest: +SKIP
+    """
+    arguments = {"batch_size": batch_size, "seed": seed}
+    run, _, config, tokenizer = _common_setup(
+        preset, data, out, "pretrain-stream", arguments, mixed_precision, seed, **overrides
+    )
+    training = config["training"]
+    batch_size = batch_size or training["stream_batch_size"]
+    total = _steps(steps, epochs, data, batch_size)
+    with _strategy(strategy).scope():
+        captioner = presets.build_component("captioner", config)
+        trainer = CaptionerTrainer(captioner)
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(training["stream_learning_rate"]),
+            jit_compile=jit_compile,
+        )
+        trainer.optimizer.build(trainer.trainable_variables)
+
+    def save_model(step: int) -> None:
+        presets.save_to_preset(
+            os.path.join(out, RUN_MODEL_DIR),
+            config,
+            {"captioner": captioner},
+            vocabulary_path=run.vocabulary_path,
+            metadata={"trained_by": "pretrain-stream", "step": step},
+        )
+
+    run.fit(
+        trainer,
+        lambda: {"optimizer": trainer.optimizer},
+        _batches(data, config, tokenizer, batch_size, seed),
+        total,
+        checkpoint_every,
+        save_model,
+        verbose=verbose,
+    )
+    return out
+
+
+def _load_component(name: str, source: str, config: dict) -> keras.Model:
+    folder = resolve_preset(source)
+    path = os.path.join(folder, f"{name}.weights.h5")
+    if not os.path.exists(path):
+        raise ValueError(f"{source!r} holds no {name} weights ({path} is missing).")
+    with open(os.path.join(folder, presets.CONFIG_FILE), encoding="utf-8") as f:
+        saved = json.load(f)
+    if saved["vocab_size"] != config["vocab_size"]:
+        raise ValueError(
+            f"{source!r} was trained with a vocabulary of {saved['vocab_size']:,} words; this "
+            f"run's data has {config['vocab_size']:,}."
+        )
+    model = presets.build_component(name, config)
+    model.load_weights(path)
+    return model
+
+
+def train(
+    preset: str = "shapes",
+    data: str = "shapes",
+    out: str = "runs/mirrorgan",
+    stem: str | None = None,
+    stream: str | None = None,
+    init: str | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    checkpoint_every: int = 200,
+    sample_every: int = 200,
+    sample_captions: list[str] | None = None,
+    mixed_precision: str | None = None,
+    jit_compile: bool = False,
+    strategy: str | None = None,
+    verbose: int | str = "auto",
+    **overrides: Any,
+) -> str:
+    """Trains MirrorGAN: GLAM and the discriminators, with STEM and STREAM frozen.
+
+    Args:
+        preset: `shapes`, `birds` or `coco`.
+        data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
+        out: the run folder (re-running resumes).
+        stem: the pretrain-stem run (or preset folder) whose `text_encoder` to use (required).
+        stream: the pretrain-stream run (or preset folder) whose `captioner` to use (required).
+        init: a preset folder (e.g. converted published weights) to initialise the generator
+            and discriminators from, for fine-tuning; optimizer state starts fresh.
+        steps: training steps (or give `epochs`).
+        epochs: passes over the training split.
+        batch_size: default: the preset's (published: 12 for birds).
+        seed: makes the run repeat.
+        checkpoint_every: steps between checkpoints.
+        sample_every: steps between sample grids.
+        sample_captions: the captions of the sample grid (default: the first test captions).
+        mixed_precision: None, `bfloat16` or `float16` (loss scaling for float16).
+        jit_compile: compile the step with XLA.
+        strategy: None, `mirrored` or `multi_worker`.
+        verbose: Keras progress-bar verbosity.
+        **overrides: preset configuration overrides.
+
+    Returns:
+        The run folder; its `model/` holds text encoder, EMA generator, discriminators and
+        captioner: what `generate`, `evaluate` and `export` take.
+
+    Example:
+    >>> train("shapes", "shapes", "runs/gan", stem="runs/stem", stream="runs/stream",
+    ...       steps=1000)  # doctest: +SKIP
+    """
+    if stem is None or stream is None:
+        raise ValueError(
+            "MirrorGAN trains against a pretrained STEM and STREAM: pass `stem` (a "
+            "pretrain-stem run) and `stream` (a pretrain-stream run)."
+        )
+    arguments = {"batch_size": batch_size, "seed": seed, "stem": stem, "stream": stream,
+                 "init": init}
+    run, _, config, tokenizer = _common_setup(
+        preset, data, out, "train", arguments, mixed_precision, seed, **overrides
+    )
+    training = config["training"]
+    batch_size = batch_size or training["batch_size"]
+    total = _steps(steps, epochs, data, batch_size)
+    sizes = presets.image_sizes(config)
+    with _strategy(strategy).scope():
+        text_encoder = _load_component("text_encoder", stem, config)
+        captioner = _load_component("captioner", stream, config)
+        damsm = training["damsm_loss_weight"]
+        image_encoder = _load_component("image_encoder", stem, config) if damsm else None
+        generator = presets.build_component("generator", config)
+        discriminators = [presets.build_component(f"discriminator_{s}", config) for s in sizes]
+        if init is not None:
+            folder = resolve_preset(init)
+            generator.load_weights(os.path.join(folder, "generator.weights.h5"))
+            for size, d in zip(sizes, discriminators, strict=True):
+                path = os.path.join(folder, f"discriminator_{size}.weights.h5")
+                if os.path.exists(path):
+                    d.load_weights(path)
+        trainer = MirrorGANTrainer(
+            text_encoder,
+            generator,
+            discriminators,
+            captioner,
+            image_encoder=image_encoder,
+            caption_loss_weight=training["caption_loss_weight"],
+            kl_loss_weight=training["kl_loss_weight"],
+            damsm_loss_weight=damsm,
+            ema_decay=training["ema_decay"],
+            gamma1=training["damsm_gamma1"],
+            gamma2=training["damsm_gamma2"],
+            gamma3=training["damsm_gamma3"],
+            seed=seed,
+        )
+        trainer.compile(
+            g_optimizer=published_adam(training["g_learning_rate"]),
+            d_optimizer=published_adam(training["d_learning_rate"]),
+            jit_compile=jit_compile,
+        )
+
+    def save_model(step: int) -> None:
+        components = {
+            "text_encoder": text_encoder,
+            "generator": trainer.ema_generator,
+            "captioner": captioner,
+            **{f"discriminator_{s}": d for s, d in zip(sizes, discriminators, strict=True)},
+        }
+        if image_encoder is not None:
+            components["image_encoder"] = image_encoder
+        presets.save_to_preset(
+            os.path.join(out, RUN_MODEL_DIR),
+            config,
+            components,
+            vocabulary_path=run.vocabulary_path,
+            metadata={"trained_by": "train", "step": step},
+        )
+
+    if sample_captions is None:
+        sample_captions = pipeline.sample_captions(data, count=4)
+    task = TextToImage(config, tokenizer, text_encoder, trainer.ema_generator, captioner)
+    sample_noise = tf.random.stateless_normal([len(sample_captions), config["z_dim"]], [seed, 1])
+    samples = SampleGrid(
+        lambda: task.generate(sample_captions, noise=sample_noise, return_attention=True),
+        sample_captions,
+        os.path.join(out, "samples"),
+        steps_per_epoch=max(1, min(int(checkpoint_every), total)),
+        every=sample_every,
+        tensorboard_dir=os.path.join(out, "tensorboard"),
+    )
+    run.fit(
+        trainer,
+        lambda: {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer},
+        _batches(data, config, tokenizer, batch_size, seed),
+        total,
+        checkpoint_every,
+        save_model,
+        extra_callbacks=[samples],
+        verbose=verbose,
+    )
+    return out

@@ -1,0 +1,130 @@
+"""Training runs: the chain on the built-in data, resume after SIGKILL, non-finite losses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from mirrorgan_tf.training import run
+from mirrorgan_tf.training.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from mirrorgan_tf.training.checkpoints import latest_checkpoint
+from tests.training.conftest import TINY
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    stem = run.pretrain_stem("shapes", "shapes", str(root / "stem"), steps=2, batch_size=4,
+                             checkpoint_every=2, verbose=0, **TINY)
+    stream = run.pretrain_stream("shapes", "shapes", str(root / "stream"), steps=2,
+                                 batch_size=4, checkpoint_every=2, verbose=0, **TINY)
+    return root, stem, stream
+
+
+def test_the_chain_writes_checkpoints_model_losses_and_samples(pretrained):
+    root, stem, stream = pretrained
+    out = run.train("shapes", "shapes", str(root / "gan"), stem=stem, stream=stream, steps=4,
+                    batch_size=4, checkpoint_every=2, sample_every=4, verbose=0, **TINY)
+    assert os.path.basename(latest_checkpoint(os.path.join(out, "checkpoints"))) == "step-00000004"
+    model = os.path.join(out, "model")
+    for name in ("text_encoder", "generator", "captioner", "discriminator_64",
+                 "discriminator_128"):
+        assert os.path.exists(os.path.join(model, f"{name}.weights.h5")), name
+    with open(os.path.join(model, "metadata.json")) as f:
+        assert json.load(f)["step"] == 4
+    with open(os.path.join(out, "losses.csv")) as f:
+        rows = f.read().strip().splitlines()
+    assert rows[0].startswith("epoch") and "g_loss" in rows[0] and len(rows) == 3
+    assert os.listdir(os.path.join(out, "samples")) == ["step-00000004.png"]
+    # The run's model generates through the task API; a second call resumes, finds it done.
+    from mirrorgan_tf.task import TextToImage
+
+    images = TextToImage.from_preset(out).generate(["a red circle"], seed=3)
+    assert images.shape == (1, 128, 128, 3) and images.dtype == np.uint8
+    run.train("shapes", "shapes", out, stem=stem, stream=stream, steps=4, batch_size=4,
+              checkpoint_every=2, verbose=0, **TINY)
+    with open(os.path.join(out, "losses.csv")) as f:
+        assert len(f.read().strip().splitlines()) == 3  # nothing trained again
+
+
+def test_train_needs_pretrained_stem_and_stream(tmp_path):
+    with pytest.raises(ValueError, match="pretrained STEM and STREAM"):
+        run.train("shapes", "shapes", str(tmp_path / "gan"), steps=1, **TINY)
+
+
+def test_a_run_folder_cannot_be_resumed_as_another_kind(pretrained):
+    _, stem, _ = pretrained
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        run.pretrain_stream("shapes", "shapes", stem, steps=2, verbose=0, **TINY)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+    out = str(tmp_path / "stream")
+    # A NaN learning rate poisons the weights at the first update: step 1 still has a finite
+    # loss (checkpointed), step 2 does not.
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint") as error:
+        run.pretrain_stream("shapes", "shapes", out, steps=3, batch_size=4,
+                            checkpoint_every=1, verbose=0,
+                            training={"stream_learning_rate": float("nan")}, **TINY)
+    last = latest_checkpoint(os.path.join(out, "checkpoints"))
+    assert os.path.basename(last) == "step-00000001"
+    assert "step-00000001" in str(error.value)
+
+
+def test_stop_on_non_finite_loss_callback(tmp_path):
+    callback = StopOnNonFiniteLoss(str(tmp_path))
+    callback.on_train_batch_end(0, {"loss": 1.0})
+    with pytest.raises(NonFiniteLossError, match="`g_loss` became inf"):
+        callback.on_train_batch_end(3, {"loss": 1.0, "g_loss": float("inf")})
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from mirrorgan_tf.training.run import pretrain_stream
+    from tests.training.conftest import TINY
+    pretrain_stream("shapes", "shapes", sys.argv[1], steps=int(sys.argv[2]), batch_size=4,
+                    checkpoint_every=1, verbose=0, seed=5, **TINY)
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_the_step_count_and_optimizer_state(tmp_path):
+    out = str(tmp_path / "stream")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    process = subprocess.Popen([sys.executable, "-c", _SCRIPT, out, "1000"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = os.path.join(out, "checkpoints")
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            last = latest_checkpoint(checkpoints)
+            if last is not None and int(last.rsplit("-", 1)[1]) >= 3:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 300 s")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed_at = int(latest_checkpoint(checkpoints).rsplit("-", 1)[1])
+    total = killed_at + 2
+    result = subprocess.run([sys.executable, "-c", _SCRIPT, out, str(total)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"step {killed_at}" in result.stdout or f"step {killed_at + 0}" in result.stdout
+    last = latest_checkpoint(checkpoints)
+    assert os.path.basename(last) == f"step-{total:08d}"
+    # The optimizer's iteration count went on from the checkpoint: it equals the step count.
+    with np.load(os.path.join(last, "optimizer.npz")) as arrays:
+        iterations = int(arrays[sorted(arrays.files)[0]])
+    assert iterations == total
