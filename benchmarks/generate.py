@@ -1,0 +1,179 @@
+"""Generation latency and model sizes: Keras eager, tf.function, SavedModel, TFLite.
+
+Random weights of a named preset (the vocabulary is the placeholder of
+`task.default_vocabulary`), STEM + GLAM only (no captioner). Prints one JSON object:
+per-image latency in ms (median over `--repeats` timed calls after one warm-up call) at each
+batch size, and model sizes in MB.
+
+- keras_eager, tf_function, saved_model: captions in, uint8 images out (tokenization inside).
+- tflite_float32, tflite_float16: token ids + noise in, float images out (LiteRT, fixed batch;
+  the tokenization runs in Python outside the timing).
+
+Usage:
+    python benchmarks/generate.py --preset birds --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+CAPTIONS = [
+    "this bird has a red crown and a short black beak",
+    "a small yellow bird with grey wings and a white belly",
+    "the bird is blue with a long tail and black feet",
+    "a brown bird with white stripes on its wings",
+    "this small bird has an orange breast and a pointed bill",
+    "a black bird with a red patch on its wing",
+    "a green bird with a yellow throat and dark eyes",
+    "this bird is white with black wingbars and a thin beak",
+]
+
+
+def _folder_mb(path: str) -> float:
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return round(total / 1e6, 2)
+
+
+def _time_per_image(fn, batch: int, repeats: int) -> float:
+    fn()  # warm-up: tracing, kernel selection, allocation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(1000.0 * statistics.median(times) / batch, 2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="birds", help="birds, coco or shapes")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
+    parser.add_argument(
+        "--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)"
+    )
+    parser.add_argument("--skip-tflite", action="store_true", help="no TFLite conversions")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mirrorgan_tf import presets
+    from mirrorgan_tf.export.saved_model import export_saved_model, uint8_images
+    from mirrorgan_tf.export.tflite import export_tflite
+    from mirrorgan_tf.task import TextToImage
+
+    keras.utils.set_random_seed(0)
+    model = TextToImage.from_preset(args.preset, captioner=False)
+    z_dim = model.config["z_dim"]
+    captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(max(batches))]
+    result: dict = {
+        "preset": args.preset,
+        "image_size": model.image_size,
+        "repeats": args.repeats,
+        "batch_sizes": batches,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "gpus": len(tf.config.list_physical_devices("GPU")),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+        "params": {
+            "text_encoder": presets.count_params(model.text_encoder),
+            "generator": presets.count_params(model.generator),
+        },
+        "latency_ms_per_image": {},
+        "sizes_mb": {},
+        "export_seconds": {},
+    }
+    latency = result["latency_ms_per_image"]
+    weights = sum(
+        int(np.prod(v.shape)) * 4
+        for m in (model.text_encoder, model.generator)
+        for v in m.weights
+    )
+    result["sizes_mb"]["keras_float32_weights"] = round(weights / 1e6, 2)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string),
+            tf.TensorSpec([None, z_dim], tf.float32),
+        ]
+    )
+    def generate_graph(batch_captions, noise):
+        token_ids, _ = model.tokenizer(batch_captions)
+        words, sentence = model.text_encoder(token_ids, training=False)
+        out = model.generator(
+            noise, sentence, words, tf.not_equal(token_ids, 0),
+            training=False, deterministic=True,
+        )
+        return uint8_images(out["images"][-1])
+
+    with tempfile.TemporaryDirectory(prefix="mirrorgan-bench-") as tmp:
+        start = time.perf_counter()
+        saved = export_saved_model(model, tmp, name="mirrorgan")
+        result["export_seconds"]["saved_model"] = round(time.perf_counter() - start, 1)
+        result["sizes_mb"]["saved_model"] = _folder_mb(saved)
+        serving = tf.saved_model.load(saved).signatures["serving_default"]
+
+        for b in batches:
+            batch_captions = captions[:b]
+            noise = tf.random.stateless_normal([b, z_dim], seed=[0, 0])
+            key = str(b)
+            latency.setdefault("keras_eager", {})[key] = _time_per_image(
+                lambda bc=batch_captions: model.generate(bc, seed=0), b, args.repeats
+            )
+            latency.setdefault("tf_function", {})[key] = _time_per_image(
+                lambda bc=batch_captions, n=noise: generate_graph(tf.constant(bc), n).numpy(),
+                b, args.repeats,
+            )
+            latency.setdefault("saved_model", {})[key] = _time_per_image(
+                lambda bc=batch_captions: serving(
+                    captions=tf.constant(bc), seed=tf.range(len(bc), dtype=tf.int32)
+                )["images"].numpy(),
+                b, args.repeats,
+            )
+            print(f"batch {b}: {json.dumps({k: v[key] for k, v in latency.items()})}",
+                  file=sys.stderr, flush=True)
+
+        if not args.skip_tflite:
+            from ai_edge_litert.interpreter import Interpreter
+
+            for quantize, name in (("none", "tflite_float32"), ("float16", "tflite_float16")):
+                for b in batches:
+                    path = os.path.join(tmp, f"{name}_b{b}.tflite")
+                    start = time.perf_counter()
+                    export_tflite(model, path, quantize=quantize, batch_size=b)
+                    result["export_seconds"][f"{name}_b{b}"] = round(
+                        time.perf_counter() - start, 1
+                    )
+                    if b == batches[0]:
+                        result["sizes_mb"][name] = round(os.path.getsize(path) / 1e6, 2)
+                    interpreter = Interpreter(model_path=path, num_threads=os.cpu_count())
+                    runner = interpreter.get_signature_runner("serving_default")
+                    token_ids = model.tokenizer(tf.constant(captions[:b]))[0].numpy()
+                    noise = tf.random.stateless_normal([b, z_dim], seed=[0, 0]).numpy()
+                    latency.setdefault(name, {})[str(b)] = _time_per_image(
+                        lambda r=runner, t=token_ids, n=noise: r(token_ids=t, noise=n),
+                        b, args.repeats,
+                    )
+                    del runner, interpreter
+                    print(f"{name} batch {b}: {latency[name][str(b)]} ms/image",
+                          file=sys.stderr, flush=True)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
