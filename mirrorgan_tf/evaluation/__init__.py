@@ -1,5 +1,20 @@
 """Evaluation: BLEU of STREAM's captions, R-precision of text-image retrieval."""
 
 from mirrorgan_tf.evaluation.bleu import corpus_bleu, modified_precision  # noqa: F401
+from mirrorgan_tf.evaluation.evaluate import (  # noqa: F401
+    add_evaluate_arguments,
+    compute_reference_statistics,
+    evaluate,
+    run_evaluate,
+)
+from mirrorgan_tf.evaluation.inception import (  # noqa: F401
+    InceptionClassifier,
+    StreamingInceptionScore,
+    StreamingStatistics,
+    frechet_distance,
+    inception_score,
+    load_statistics,
+    save_statistics,
+)
 from mirrorgan_tf.evaluation.r_precision import r_precision  # noqa: F401
 from mirrorgan_tf.evaluation.shapes_score import consistency_score, read_scene  # noqa: F401

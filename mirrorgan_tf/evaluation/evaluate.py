@@ -1,0 +1,636 @@
+"""Evaluation of a text-to-image model over a large generated set: IS, FID, R-precision, shapes.
+
+`evaluate` generates `num_images` images from the captions of a split in batches and streams
+each batch through the metric networks; only small per-image features are kept (the DAMSM
+global image feature and sentence feature of each image, for R-precision), never the images.
+
+- `is`: Inception Score of the generated images (`inception.StreamingInceptionScore`).
+- `fid`: Frechet Inception Distance to the real images of the split (reference statistics
+  from `--reference-stats`, or computed from the real images first).
+- `r_precision`: for each image, its caption is ranked among 99 mismatched captions by the
+  cosine similarity of DAMSM features (global image feature vs. STEM sentence feature); the
+  top-1 hit rate, mean and std over 10 draws (AttnGAN Sec. 5, MirrorGAN Table 2). It needs a
+  DAMSM image encoder. Scored by the same DAMSM whose text encoder (STEM) conditioned the
+  generator, and whose loss may have trained it, the score overfits: the generator was
+  optimised against that very matcher. Pass an independently trained DAMSM (`damsm=`) for a
+  number that compares across models.
+- `shapes` (only for `data="shapes"`): per-attribute text-image consistency read from the
+  pixels (`shapes_score.consistency_score`) against `parse_caption` of each caption.
+
+Captions: the first pass over the split takes each image's first caption in file order; later
+passes (when `num_images` exceeds the split) draw a random caption per image, seeded (the
+published protocol generates 30,000 images from the test captions). Image i uses noise seed
+`seeds[i]` from `numpy.random.default_rng(seed)`, so `model.generate(caption, seed=seeds[i])`
+reproduces it; `save_images` writes the seeds and captions next to the PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mirrorgan_tf import presets
+from mirrorgan_tf.data import pipeline
+from mirrorgan_tf.evaluation.inception import (
+    InceptionClassifier,
+    StreamingInceptionScore,
+    StreamingStatistics,
+    frechet_distance,
+    load_statistics,
+    save_statistics,
+)
+from mirrorgan_tf.evaluation.r_precision import r_precision
+from mirrorgan_tf.task import TextToImage, from_uint8, resolve_preset
+
+METRICS = ("is", "fid", "r_precision", "shapes")
+_DAMSM_FILE = "image_encoder.weights.h5"
+
+
+# === Inputs ===
+def evaluation_captions(
+    data: str,
+    split: str,
+    tokenizer,
+    config: dict[str, Any],
+    seed: int = 0,
+    num_images: int | None = None,
+) -> Iterator[str]:
+    """The captions the images are generated from, in order (endless without `num_images`).
+
+    The first pass over the split gives each image's first caption in file order; each later
+    pass gives a random caption per image in a shuffled order, drawn from `seed`. The split is
+    always the data's canonical one (data seed 0, as `open_dataset(..., seed=0)` gives it).
+
+    Args:
+        data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
+        split: `train` or `test`.
+        tokenizer: the model's tokenizer (unused by the shapes data, whose captions are read
+            without rendering the images).
+        config: the model configuration (`words_num`, `num_stages`).
+        seed: seeds the later passes.
+        num_images: how many captions to give; None: endless.
+
+    Example:
+    >>> captions = evaluation_captions("shapes", "test", None, {}, num_images=3)
+    >>> len(list(captions))
+    3
+    """
+    count = 0
+    for caption in _caption_passes(data, split, tokenizer, config, seed, num_images):
+        if num_images is not None and count >= num_images:
+            return
+        yield caption
+        count += 1
+
+
+def _caption_passes(data, split, tokenizer, config, seed, num_images) -> Iterator[str]:
+    size = pipeline.num_examples(data, split)
+    if pipeline.data_kind(data) == "shapes":
+        from mirrorgan_tf.data.shapes import ShapesDataset
+
+        # Captions only: no image is rendered (make_dataset would render and cache each one).
+        shapes = ShapesDataset(split, num_images=size, image_size=64, num_stages=1)
+        yield from (shapes.captions(i)[0] for i in range(size))
+        for epoch in itertools.count(1):
+            rng = np.random.default_rng([seed, epoch])
+            for i in rng.permutation(size):
+                yield shapes.captions(int(i))[int(rng.integers(shapes.captions_per_image))]
+    config = {**config, "num_stages": 1}  # captions only: decode the smallest images
+    select = lambda element: element["caption"]  # noqa: E731
+    first = pipeline.open_dataset(data, split, tokenizer, config, training=False, seed=0)
+    yield from (c.decode("utf-8") for c in first.map(select).as_numpy_iterator())
+    if num_images is not None and num_images <= size:
+        return
+    # Training mode draws a random caption per image each pass (and crops images, unused).
+    later = pipeline.open_dataset(data, split, tokenizer, config, training=True, seed=seed)
+    yield from (c.decode("utf-8") for c in later.map(select).repeat().as_numpy_iterator())
+
+
+def _real_image_batches(
+    data: str, split: str, num_images: int, batch_size: int, image_size: int
+) -> Iterator[np.ndarray]:
+    """Batches of real images (float in [-1, 1]) of the split at `image_size`, in file order."""
+    num_stages = int(round(math.log2(image_size / 64))) + 1
+    if num_stages not in (1, 2, 3) or 64 * 2 ** (num_stages - 1) != image_size:
+        raise ValueError(f"image_size must be 64, 128 or 256; got {image_size}")
+    config = {"num_stages": num_stages, "words_num": 18}
+    tokenizer = None
+    if pipeline.data_kind(data) == "shapes":
+        from mirrorgan_tf.data.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(pipeline.vocabulary_of(data), config["words_num"])
+    dataset = pipeline.open_dataset(data, split, tokenizer, config, training=False, seed=0)
+    dataset = dataset.map(lambda e: e["images"][-1]).take(num_images).batch(batch_size)
+    yield from dataset.as_numpy_iterator()
+
+
+def _inception(inception: InceptionClassifier | None, weights: str | None) -> InceptionClassifier:
+    return inception if inception is not None else InceptionClassifier.from_weights(weights)
+
+
+def compute_reference_statistics(
+    data: str,
+    split: str = "test",
+    out_npz: str | None = None,
+    num_images: int | None = None,
+    batch_size: int = 32,
+    inception_weights: str | None = "imagenet",
+    image_size: int = 256,
+    inception: InceptionClassifier | None = None,
+    verbose: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """FID statistics (mean, covariance of Inception pool features) of a split's real images.
+
+    Computed once per data set, Inception network and image size, then passed to `evaluate`
+    as `reference_stats`. Real images get the evaluation preprocessing of the data (AttnGAN
+    layout: the bounding-box crop, centred; no flips) at the generator's output size.
+
+    Args:
+        data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
+        split: `train` or `test`.
+        out_npz: where to write the `.npz` (keys `mu`, `sigma`); None writes nothing.
+        num_images: how many real images (default: all of the split).
+        batch_size: images per Inception call.
+        inception_weights: `"imagenet"`, None (random, tests only) or a converted classifier
+            file (see `InceptionClassifier.from_weights`).
+        image_size: the side of the generated images to compare with (64, 128 or 256).
+        inception: an already built `InceptionClassifier` (overrides `inception_weights`).
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        (mu [D], sigma [D, D]) in float64.
+
+    Example:
+    >>> stats = compute_reference_statistics("shapes", "test", "ref.npz")  # doctest: +SKIP
+    """
+    total = pipeline.num_examples(data, split)
+    num_images = total if num_images is None else min(int(num_images), total)
+    if num_images < 2:
+        raise ValueError(f"FID statistics need at least 2 images; got num_images={num_images}")
+    classifier = _inception(inception, inception_weights)
+    statistics = None
+    progress = keras.utils.Progbar(num_images, verbose=verbose, unit_name="real image")
+    done = 0
+    for images in _real_image_batches(data, split, num_images, batch_size, image_size):
+        _, features = classifier(images)
+        if statistics is None:
+            statistics = StreamingStatistics(features.shape[1])
+        statistics.update(features)
+        done += len(images)
+        progress.update(done)
+    mu, sigma = statistics.mean, statistics.covariance
+    if out_npz is not None:
+        save_statistics(out_npz, mu, sigma)
+    return mu, sigma
+
+
+# === DAMSM (R-precision) ===
+def _load_damsm(model: TextToImage, damsm, model_folder: str | None):
+    """`(text_encoder or None for the model's STEM, image_encoder, description)`."""
+    if isinstance(damsm, keras.Model):
+        return None, damsm, "given image encoder, the model's STEM"
+    folder = model_folder if damsm is None else resolve_preset(damsm)
+    if folder is None or not os.path.isdir(folder):
+        raise ValueError(
+            "R-precision ranks captions with a DAMSM image encoder; the model was not loaded "
+            "from a folder, so pass `damsm` (a pretrain-stem run or a preset folder holding "
+            f"{_DAMSM_FILE}) or leave r_precision out of the metrics."
+        )
+    if not os.path.exists(os.path.join(folder, _DAMSM_FILE)):
+        raise ValueError(
+            f"R-precision ranks captions with the DAMSM image encoder, but {folder!r} holds no "
+            f"{_DAMSM_FILE} (a `train` run saves it only with damsm_loss_weight > 0). Pass "
+            "--damsm with a pretrain-stem run (its model/ holds the DAMSM text and image "
+            "encoders), or leave r_precision out of --metrics."
+        )
+    same = model_folder is not None and os.path.samefile(folder, model_folder)
+    has_text = os.path.exists(os.path.join(folder, "text_encoder.weights.h5"))
+    wanted = ["image_encoder"] + (["text_encoder"] if has_text and not same else [])
+    parts = presets.from_preset(folder, components=wanted)
+    config = parts["config"]
+    if config["vocab_size"] != model.config["vocab_size"] or config["nef"] != model.config["nef"]:
+        raise ValueError(
+            f"The DAMSM of {folder!r} (vocab_size {config['vocab_size']}, nef {config['nef']}) "
+            f"does not match the model (vocab_size {model.config['vocab_size']}, nef "
+            f"{model.config['nef']})."
+        )
+    text_encoder = parts.get("text_encoder")
+    source = folder if text_encoder is not None else f"{folder} (image encoder), the model's STEM"
+    return text_encoder, parts["image_encoder"], source
+
+
+def _same_text_encoder(model: TextToImage, text_encoder) -> bool:
+    """Whether the DAMSM text encoder is the model's STEM (same weights): R-precision overfits."""
+    if text_encoder is None:
+        return True
+    ours, theirs = model.text_encoder.weights, text_encoder.weights
+    return len(ours) == len(theirs) and all(
+        a.shape == b.shape and np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(ours, theirs, strict=True)
+    )
+
+
+# === Streaming accumulators ===
+class _ShapesTally:
+    """Sums `consistency_score` over batches, weighted by shapes and scenes scored."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.num_shapes = 0
+        self.num_scenes = 0
+        self.unparsed = 0
+
+    def update(self, images: np.ndarray, captions: Sequence[str]) -> None:
+        from mirrorgan_tf.data.shapes import parse_caption
+        from mirrorgan_tf.evaluation.shapes_score import ATTRIBUTES, consistency_score
+
+        specs = [parse_caption(c) for c in captions]
+        keep = [i for i, s in enumerate(specs) if s is not None]
+        self.unparsed += len(specs) - len(keep)
+        if not keep:
+            return
+        scores = consistency_score(images[keep], [specs[i] for i in keep])
+        shapes = scores["num_shapes"]
+        for key in (*ATTRIBUTES, "overall"):
+            self.sums[key] = self.sums.get(key, 0.0) + scores[key] * shapes
+        self.sums["count"] = self.sums.get("count", 0.0) + scores["count"] * len(keep)
+        self.num_shapes += shapes
+        self.num_scenes += len(keep)
+
+    def result(self) -> dict[str, Any]:
+        if not self.num_scenes:
+            raise ValueError("no caption could be parsed into a scene: no shapes score")
+        result = {k: v / self.num_shapes for k, v in self.sums.items() if k != "count"}
+        result["count"] = self.sums["count"] / self.num_scenes
+        result.update(
+            num_shapes=self.num_shapes,
+            num_scenes=self.num_scenes,
+            unparsed_captions=self.unparsed,
+        )
+        return result
+
+
+def _check_metrics(metrics, data: str, num_images: int, num_candidates: int,
+                   is_splits: int) -> tuple[str, ...]:
+    if metrics is None:
+        metrics = [m for m in METRICS if m != "shapes" or pipeline.data_kind(data) == "shapes"]
+    if isinstance(metrics, str):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    metrics = tuple(dict.fromkeys(metrics))
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"Unknown metrics {unknown}; choose from {list(METRICS)}.")
+    if "shapes" in metrics and pipeline.data_kind(data) != "shapes":
+        raise ValueError("The shapes consistency score reads the built-in shapes data only.")
+    needed = {
+        "r_precision": (num_candidates, "R-precision ranks each caption among num_candidates"),
+        "is": (is_splits, "the Inception Score splits the images into is_splits parts"),
+        "fid": (2, "FID needs a covariance"),
+    }
+    for metric, (minimum, why) in needed.items():
+        if metric in metrics and num_images < minimum:
+            raise ValueError(f"{why}: needs num_images >= {minimum}, got {num_images}.")
+    return metrics
+
+
+def _save_png(folder: str, index: int, image: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(os.path.join(folder, f"{index:06d}.png"))
+
+
+# === The evaluation ===
+def evaluate(
+    model: str | TextToImage,
+    data: str,
+    metrics: Sequence[str] | str | None = None,
+    num_images: int = 30_000,
+    batch_size: int = 32,
+    seed: int = 0,
+    reference_stats: str | tuple[np.ndarray, np.ndarray] | None = None,
+    inception_weights: str | None = "imagenet",
+    save_images: str | None = None,
+    out: str | None = None,
+    split: str = "test",
+    damsm: str | keras.Model | None = None,
+    num_candidates: int = 100,
+    r_precision_runs: int = 10,
+    is_splits: int = 10,
+    num_reference_images: int | None = None,
+    inception: InceptionClassifier | None = None,
+    verbose: int = 1,
+) -> dict[str, Any]:
+    """Generates `num_images` images from a split's captions and scores them, streaming.
+
+    Args:
+        model: a `TextToImage`, or a run folder, preset folder or preset name to load.
+        data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
+        metrics: any of `is`, `fid`, `r_precision`, `shapes` (a list or a comma-separated
+            string); None: all, `shapes` only for the shapes data.
+        num_images: images to generate (30,000 in the literature).
+        batch_size: captions per generator call.
+        seed: seeds the noise of every image and the caption draws.
+        reference_stats: FID statistics of the real images, an `.npz` path or `(mu, sigma)`;
+            None computes them from `num_reference_images` real images of `split` first.
+        inception_weights: `"imagenet"` (downloaded by Keras), None (random weights: tests
+            only) or a converted classifier file (`InceptionClassifier.from_weights`).
+        save_images: a folder to keep the generated images as PNGs (with `captions.tsv`:
+            index, seed, caption).
+        out: a JSON file for the report.
+        split: the split whose captions (and real images) are used.
+        damsm: the DAMSM for R-precision: None uses the `image_encoder` of the model's own
+            folder with its STEM; a pretrain-stem run or preset folder uses its image and text
+            encoders; a `keras.Model` is used as the image encoder with the model's STEM.
+            Scoring with the DAMSM that trained the generator overfits (see module docstring).
+        num_candidates: captions ranked per image for R-precision (100 in the literature).
+        r_precision_runs: draws of mismatched captions (10 in the literature).
+        is_splits: parts of the Inception Score (10 in the literature).
+        num_reference_images: real images for computed reference statistics (default all).
+        inception: an already built `InceptionClassifier` (overrides `inception_weights`).
+        verbose: 1 shows a progress bar and prints the table.
+
+    Returns:
+        The report: `metrics` (one entry per metric), and what was evaluated how.
+
+    Example:
+    >>> report = evaluate("runs/shapes", "shapes", num_images=2000)  # doctest: +SKIP
+    >>> report["metrics"]["fid"]["value"]  # doctest: +SKIP
+    """
+    start = time.perf_counter()
+    num_images = int(num_images)
+    metrics = _check_metrics(metrics, data, num_images, num_candidates, is_splits)
+    model_folder = None
+    model_name = getattr(model, "name", type(model).__name__)
+    if isinstance(model, str):
+        model_name = model
+        resolved = resolve_preset(model)
+        model_folder = resolved if os.path.isdir(resolved) else None
+        model = TextToImage.from_preset(model, captioner=False)
+    damsm_text = damsm_image = None
+    damsm_source = None
+    if "r_precision" in metrics:
+        damsm_text, damsm_image, damsm_source = _load_damsm(model, damsm, model_folder)
+    if isinstance(reference_stats, str):
+        reference_source = reference_stats
+        reference_stats = load_statistics(reference_stats)
+    else:
+        reference_source = "given" if reference_stats is not None else None
+    classifier = None
+    if "is" in metrics or "fid" in metrics:
+        classifier = _inception(inception, inception_weights)
+    if "fid" in metrics and reference_stats is None:
+        if verbose:
+            print(f"Computing the FID statistics of the real {split} images of {data}...")
+        reference_stats = compute_reference_statistics(
+            data, split, None, num_reference_images, batch_size,
+            image_size=model.image_size, inception=classifier, verbose=verbose,
+        )
+        count = pipeline.num_examples(data, split)
+        if num_reference_images is not None:
+            count = min(count, num_reference_images)
+        reference_source = f"{count} real {split} images"
+
+    inception_score = StreamingInceptionScore(num_images, is_splits) if "is" in metrics else None
+    fid_statistics = None
+    shapes = _ShapesTally() if "shapes" in metrics else None
+    image_features = text_features = None
+    if damsm_image is not None:
+        image_features = np.zeros([num_images, model.config["nef"]], np.float32)
+        text_features = np.zeros([num_images, model.config["nef"]], np.float32)
+        damsm_image_call = tf.function(
+            lambda x: damsm_image(x, training=False)[1],
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        )
+    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=num_images)
+    captions_file = None
+    if save_images:
+        os.makedirs(save_images, exist_ok=True)
+        captions_file = open(os.path.join(save_images, "captions.tsv"), "w", encoding="utf-8")
+        captions_file.write("index\tseed\tcaption\n")
+
+    captions = evaluation_captions(data, split, model.tokenizer, model.config, seed, num_images)
+    batches = iter(lambda: list(itertools.islice(captions, batch_size)), [])
+    progress = keras.utils.Progbar(num_images, verbose=verbose, unit_name="image")
+    done = 0
+    try:
+        for texts in batches:
+            stop = done + len(texts)
+            batch_seeds = seeds[done:stop]
+            images = model.generate(texts, seed=[int(s) for s in batch_seeds])  # uint8
+            if classifier is not None:
+                probabilities, features = classifier(images)
+                if inception_score is not None:
+                    inception_score.update(probabilities)
+                if "fid" in metrics:
+                    if fid_statistics is None:
+                        fid_statistics = StreamingStatistics(features.shape[1])
+                    fid_statistics.update(features)
+            if damsm_image is not None:
+                image_features[done:stop] = np.asarray(damsm_image_call(from_uint8(images)))
+                if damsm_text is None:
+                    sentence = model.encode_text(texts)["sentence"]
+                else:
+                    token_ids, _ = model.tokenizer(tf.constant(texts, tf.string))
+                    sentence = damsm_text(token_ids, training=False)[1]
+                text_features[done:stop] = np.asarray(tf.cast(sentence, tf.float32))
+            if shapes is not None:
+                shapes.update(images, texts)
+            if save_images:
+                for k, image in enumerate(images):
+                    _save_png(save_images, done + k, image)
+                    caption = texts[k].replace("\t", " ").replace("\n", " ")
+                    captions_file.write(f"{done + k}\t{batch_seeds[k]}\t{caption}\n")
+            done = stop
+            progress.update(done)
+    finally:
+        if captions_file is not None:
+            captions_file.close()
+
+    results: dict[str, Any] = {}
+    if inception_score is not None:
+        mean, std = inception_score.result()
+        results["is"] = {"mean": mean, "std": std, "splits": is_splits}
+    if "fid" in metrics:
+        mu, sigma = reference_stats
+        if len(mu) != fid_statistics.dim:
+            raise ValueError(
+                f"The reference statistics have {len(mu)} features; the Inception network "
+                f"gives {fid_statistics.dim}."
+            )
+        value = frechet_distance(fid_statistics.mean, fid_statistics.covariance, mu, sigma)
+        results["fid"] = {"value": value, "reference": reference_source}
+    if damsm_image is not None:
+        mean, std = r_precision(
+            image_features, text_features, num_candidates, r_precision_runs, seed
+        )
+        results["r_precision"] = {
+            "mean": mean,
+            "std": std,
+            "num_candidates": num_candidates,
+            "runs": r_precision_runs,
+            "damsm": damsm_source,
+            # The generator was conditioned on (and may have been trained against) this DAMSM.
+            "damsm_is_the_models_stem": _same_text_encoder(model, damsm_text),
+        }
+    if shapes is not None:
+        results["shapes"] = shapes.result()
+    seconds = time.perf_counter() - start
+    report = {
+        "model": model_name,
+        "data": data,
+        "split": split,
+        "num_images": num_images,
+        "image_size": model.image_size,
+        "batch_size": batch_size,
+        "seed": seed,
+        "inception": None if classifier is None else classifier.source,
+        "metrics": results,
+        "seconds": round(seconds, 2),
+    }
+    if out:
+        folder = os.path.dirname(os.path.abspath(out))
+        os.makedirs(folder, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    if verbose:
+        print(format_report(report))
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a two-column text table.
+
+    Args:
+        report: a report returned by `evaluate`.
+
+    Example:
+    >>> print(format_report({"num_images": 2, "metrics": {"fid": {"value": 1.5}}}))
+    metric                          value (2 images)
+    FID                             1.500
+    """
+    lines = [f"{'metric':32s}value ({report['num_images']} images)"]
+    m = report["metrics"]
+    if "is" in m:
+        lines.append(f"{'Inception Score':32s}{m['is']['mean']:.3f} +- {m['is']['std']:.3f}")
+    if "fid" in m:
+        lines.append(f"{'FID':32s}{m['fid']['value']:.3f}")
+    if "r_precision" in m:
+        r = m["r_precision"]
+        name = f"R-precision (top-1 of {r['num_candidates']})"
+        lines.append(f"{name:32s}{r['mean']:.4f} +- {r['std']:.4f}")
+    if "shapes" in m:
+        for key in ("colour", "shape", "size", "position", "overall", "count"):
+            lines.append(f"{'shapes ' + key:32s}{m['shapes'][key]:.4f}")
+    return "\n".join(lines)
+
+
+# === Command line ===
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the `mirrorgan-tf evaluate` arguments to a parser.
+
+    Args:
+        parser: the subcommand's parser.
+
+    Example:
+    >>> parser = argparse.ArgumentParser()
+    >>> add_evaluate_arguments(parser)
+    >>> parser.parse_args(["--model", "runs/x", "--data", "shapes"]).num_images
+    30000
+    """
+    parser.add_argument("--model", default=None, help="run folder, preset folder or name")
+    parser.add_argument("--data", required=True, help="shapes, AttnGAN folder or TFRecords")
+    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument(
+        "--metrics", default=None,
+        help="comma-separated: is,fid,r_precision,shapes (default: all; shapes for shapes data)",
+    )
+    parser.add_argument("--num-images", type=int, default=30_000, help="images to generate")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="noise and caption draws")
+    parser.add_argument("--out", default=None, help="the JSON report")
+    parser.add_argument("--save-images", default=None, help="also keep the PNGs here")
+    parser.add_argument("--reference-stats", default=None, help="FID statistics (.npz)")
+    parser.add_argument(
+        "--compute-reference-stats", default=None, metavar="OUT.npz",
+        help="compute the real images' FID statistics into this file (then evaluate with "
+        "them when --model is given)",
+    )
+    parser.add_argument(
+        "--num-reference-images", type=int, default=None, help="default: the whole split"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None,
+        help="size of the real images for --compute-reference-stats (default: the model's, "
+        "else 256)",
+    )
+    parser.add_argument(
+        "--inception-weights", default="imagenet",
+        help="imagenet, none (random: smoke tests only) or a converted .weights.h5/.keras",
+    )
+    parser.add_argument(
+        "--damsm", default=None,
+        help="DAMSM for R-precision: a pretrain-stem run or preset folder (default: the "
+        "model's image_encoder)",
+    )
+    parser.add_argument(
+        "--r-precision-candidates", type=int, default=100, help="captions ranked per image"
+    )
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Runs `mirrorgan-tf evaluate` from parsed arguments; returns the exit status.
+
+    Args:
+        args: parsed by a parser set up with `add_evaluate_arguments`.
+
+    Example:
+    >>> run_evaluate(parser.parse_args(["--model", "runs/x", "--data", "shapes"]))  # doctest: +SKIP
+    """
+    if args.model is None and args.compute_reference_stats is None:
+        raise SystemExit("evaluate: pass --model, or --compute-reference-stats OUT.npz, or both")
+    weights = None if str(args.inception_weights).lower() == "none" else args.inception_weights
+    classifier = None
+    reference = args.reference_stats
+    if args.compute_reference_stats is not None:
+        image_size = args.image_size or 256
+        if args.model is not None and args.image_size is None:
+            # The config alone (no weights are built): the generated images' size.
+            config = presets.from_preset(resolve_preset(args.model), components=[])["config"]
+            image_size = presets.image_sizes(config)[-1]
+        classifier = InceptionClassifier.from_weights(weights)
+        compute_reference_statistics(
+            args.data, args.split, args.compute_reference_stats, args.num_reference_images,
+            args.batch_size, image_size=image_size, inception=classifier,
+        )
+        print(f"wrote {args.compute_reference_stats}")
+        reference = args.compute_reference_stats
+    if args.model is None:
+        return 0
+    evaluate(
+        args.model,
+        args.data,
+        metrics=args.metrics,
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        reference_stats=reference,
+        inception_weights=weights,
+        save_images=args.save_images,
+        out=args.out,
+        split=args.split,
+        damsm=args.damsm,
+        num_candidates=args.r_precision_candidates,
+        num_reference_images=args.num_reference_images,
+        inception=classifier,
+    )
+    return 0
