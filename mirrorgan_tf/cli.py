@@ -221,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--shards", type=int, default=8)
     prepare.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images")
     prepare.set_defaults(func=_cmd_prepare_data)
+
+    from mirrorgan_tf.convert.torch import add_convert_arguments, run_convert
+    from mirrorgan_tf.evaluation.evaluate import add_evaluate_arguments, run_evaluate
+
+    evaluate = sub.add_parser("evaluate", help="IS, FID, R-precision, shapes consistency")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=run_evaluate)
+
+    convert = sub.add_parser("convert", help="published PyTorch checkpoints -> a preset folder")
+    add_convert_arguments(convert)
+    convert.set_defaults(func=run_convert)
     return parser
 
 

@@ -35,5 +35,31 @@ def test_python_dash_m_runs_the_cli():
         timeout=120,
     )
     assert result.returncode == 0
-    for command in ("info", "pretrain-stem", "pretrain-stream", "train", "generate", "demo"):
+    for command in ("info", "pretrain-stem", "pretrain-stream", "train", "generate", "demo",
+                    "export", "evaluate", "convert", "prepare-data"):
         assert command in result.stdout
+
+
+def test_generate_writes_a_grid_from_a_preset_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from mirrorgan_tf import presets
+    from mirrorgan_tf.data.shapes import shapes_vocabulary
+
+    config = presets.get_config(
+        "shapes", gf_dim=4, nef=16, embedding_dim=16, z_dim=8, condition_dim=8, num_stages=2
+    )
+    vocab = tmp_path / "vocabulary.txt"
+    shapes_vocabulary().save(vocab)
+    folder = presets.save_to_preset(
+        str(tmp_path / "model"), config,
+        {n: presets.build_component(n, config) for n in ("text_encoder", "generator")},
+        vocabulary_path=str(vocab),
+    )
+    out = tmp_path / "grid.png"
+    code = cli.main(["generate", "--model", folder, "a red circle", "a blue star on the left",
+                     "--out", str(out), "--seed", "3"])
+    assert code == 0 and "Wrote" in capsys.readouterr().out
+    width, height = Image.open(out).size
+    assert width > height > 100  # two rows: stages and attention maps side by side
+    assert cli.main(["generate", "--model", str(tmp_path / "nothing"), "x"]) == 2

@@ -149,6 +149,12 @@ def _batches(
     dataset = pipeline.open_dataset(
         data, split=split, tokenizer=tokenizer, config=config, training=training, seed=seed
     )
+    # The trainers need no strings (keys, raw captions); dropping them keeps every element
+    # numeric, which tf.distribute needs to split batches over replicas.
+    dataset = dataset.map(
+        lambda x: {k: v for k, v in x.items() if k not in ("key", "caption")},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     # drop_remainder: the mismatched-pair term and BatchNorm need full batches.
     return dataset.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

@@ -97,7 +97,6 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 def test_resume_after_sigkill_continues_the_step_count_and_optimizer_state(tmp_path):
     out = str(tmp_path / "stream")
     env = {**os.environ, "PYTHONPATH": REPO}
