@@ -87,6 +87,16 @@ class _Run:
     def vocabulary_path(self) -> str:
         return os.path.join(self.out, presets.VOCABULARY_FILE)
 
+    def save_model(self, config: dict, components: dict, step: int) -> None:
+        """Writes the run's `model/` preset folder (what generate/export/train --stem load)."""
+        presets.save_to_preset(
+            os.path.join(self.out, RUN_MODEL_DIR),
+            config,
+            components,
+            vocabulary_path=self.vocabulary_path,
+            metadata={"trained_by": self.kind, "step": step},
+        )
+
     def fit(
         self,
         trainer: keras.Model,
@@ -251,12 +261,8 @@ def pretrain_stem(
         trainer.optimizer.build(trainer.trainable_variables)
 
     def save_model(step: int) -> None:
-        presets.save_to_preset(
-            os.path.join(out, RUN_MODEL_DIR),
-            config,
-            {"text_encoder": text_encoder, "image_encoder": image_encoder},
-            vocabulary_path=run.vocabulary_path,
-            metadata={"trained_by": "pretrain-stem", "step": step},
+        run.save_model(
+            config, {"text_encoder": text_encoder, "image_encoder": image_encoder}, step
         )
 
     run.fit(
@@ -326,13 +332,7 @@ def pretrain_stream(
         trainer.optimizer.build(trainer.trainable_variables)
 
     def save_model(step: int) -> None:
-        presets.save_to_preset(
-            os.path.join(out, RUN_MODEL_DIR),
-            config,
-            {"captioner": captioner},
-            vocabulary_path=run.vocabulary_path,
-            metadata={"trained_by": "pretrain-stream", "step": step},
-        )
+        run.save_model(config, {"captioner": captioner}, step)
 
     run.fit(
         trainer,
@@ -472,13 +472,7 @@ def train(
         }
         if image_encoder is not None:
             components["image_encoder"] = image_encoder
-        presets.save_to_preset(
-            os.path.join(out, RUN_MODEL_DIR),
-            config,
-            components,
-            vocabulary_path=run.vocabulary_path,
-            metadata={"trained_by": "train", "step": step},
-        )
+        run.save_model(config, components, step)
 
     if sample_captions is None:
         sample_captions = pipeline.sample_captions(data, count=4)
