@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from mirrorgan_tf.layers.glu import GLU
 from mirrorgan_tf.layers.initializers import batch_norm, kernel_initializer
@@ -31,13 +32,66 @@ def conv3x3(filters: int, name: str | None = None, **kwargs) -> keras.layers.Con
     )
 
 
+# Nearest x2 up-sampling repeats each input row twice, so output row 2i + a of a 3x3 "same"
+# convolution only sees input rows i - 1 and i (a = 0) or i and i + 1 (a = 1): the kernel's
+# taps (offsets -1, 0, +1) fold into two rows per phase. Same for columns.
+_PHASE_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
+
+
+def _fold(kernel, axis: int, phase: int):
+    """The 3 taps of `kernel` along `axis` summed into the 2 taps of output phase `phase`."""
+    # Slices, not tf.gather: gather would make the kernel's gradient IndexedSlices.
+    def tap(i):
+        return kernel[i] if axis == 0 else kernel[:, i]
+
+    taps = [tf.add_n([tap(i) for i in group]) for group in _PHASE_TAPS[phase]]
+    return tf.stack(taps, axis=axis)
+
+
+def upsample_conv3x3(x, kernel):
+    """`conv3x3_same(nearest_upsample_x2(x), kernel)`, computed on the low-resolution grid.
+
+    Each of the four output phases (even/odd row, even/odd column) is a 2x2 "valid"
+    convolution of the zero-padded input with taps of the 3x3 kernel summed together; the
+    phases are interleaved with `depth_to_space`. Same function as up-sampling first (up to
+    float rounding; zero padding of the up-sampled map is zero padding of the input), with
+    4 instead of 9 multiply-adds per output value and no 4x larger intermediate map.
+    DEVIATION from the published code in how, not what: it up-samples, then convolves.
+
+    Args:
+        x: `[B, H, W, Cin]` feature map.
+        kernel: `[3, 3, Cin, Cout]` convolution kernel (a `Conv2D` layer's).
+
+    Returns:
+        `[B, 2H, 2W, Cout]`.
+
+    Example:
+    >>> upsample_conv3x3(tf.ones([1, 4, 4, 2]), tf.ones([3, 3, 2, 5])).shape
+    TensorShape([1, 8, 8, 5])
+    """
+    kernel = tf.cast(kernel, x.dtype)
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    # Rows (cols) 0..H (0..W) of the padded map for phase 0, 1..H+1 for phase 1.
+    rows = (padded[:, :-1], padded[:, 1:])
+    phases = []
+    for a in (0, 1):
+        row_kernel = _fold(kernel, 0, a)
+        for b in (0, 1):
+            window = rows[a][:, :, :-1] if b == 0 else rows[a][:, :, 1:]
+            phases.append(tf.nn.conv2d(window, _fold(row_kernel, 1, b), 1, "VALID"))
+    # depth_to_space puts channel block a * 2 + b at output pixel (2i + a, 2j + b).
+    return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
+
+
 @keras.saving.register_keras_serializable(package="mirrorgan_tf")
 class UpBlock(keras.layers.Layer):
     """Nearest x2 up-sampling, conv3x3 (no bias) to 2*out channels, BatchNorm, GLU.
 
     The published `upBlock(in_planes, out_planes)` (AttnGAN/MirrorGAN `model.py`); its
     Sequential indices are 0 upsample, 1 conv, 2 BN, 3 GLU, so the weights map as
-    `upsample.1.weight -> conv`, `upsample.2.* -> bn`.
+    `upsample.1.weight -> conv`, `upsample.2.* -> bn`. The up-sampling and convolution run
+    as one `upsample_conv3x3` (same result, 2.25x fewer FLOPs than convolving the up-sampled
+    map); the weights are the 3x3 kernel of `conv`, as published.
 
     Args:
         out_channels: channels after the GLU.
@@ -52,7 +106,7 @@ class UpBlock(keras.layers.Layer):
         super().__init__(**kwargs)
 
         # === Layers ===
-        self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest", name="upsample")
+        # `conv` holds the published 3x3 kernel; `call` applies it with `upsample_conv3x3`.
         self.conv = conv3x3(2 * out_channels, name="conv")
         self.bn = batch_norm(name="bn")
         self.glu = GLU(name="glu")
@@ -72,8 +126,7 @@ class UpBlock(keras.layers.Layer):
         self.bn.build((*up_shape[:-1], 2 * self.out_channels))
 
     def call(self, x, training=None):
-        x = self.upsample(x)
-        x = self.conv(x)
+        x = upsample_conv3x3(x, self.conv.kernel)
         x = self.bn(x, training=training)
         return self.glu(x)
 

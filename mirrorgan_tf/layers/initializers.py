@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from mirrorgan_tf.layers.normalization import BatchNormalization
+
 
 def kernel_initializer() -> keras.initializers.Initializer:
     """Orthogonal (gain 1) initializer for conv and dense kernels, as in the published code.
@@ -26,6 +28,8 @@ def gamma_initializer() -> keras.initializers.Initializer:
 def batch_norm(name: str | None = None, **kwargs) -> keras.layers.BatchNormalization:
     """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.9 in Keras) and the published init.
 
+    The layer is the package's fused-kernel `BatchNormalization` (same weights as Keras').
+
     Args:
         name: layer name.
         **kwargs: passed to `keras.layers.BatchNormalization` (e.g. `momentum`, `epsilon`).
@@ -36,4 +40,4 @@ def batch_norm(name: str | None = None, **kwargs) -> keras.layers.BatchNormaliza
     kwargs.setdefault("epsilon", 1e-5)
     kwargs.setdefault("momentum", 0.9)
     kwargs.setdefault("gamma_initializer", gamma_initializer())
-    return keras.layers.BatchNormalization(name=name, **kwargs)
+    return BatchNormalization(name=name, **kwargs)

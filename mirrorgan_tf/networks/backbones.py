@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import keras
 
 from mirrorgan_tf.layers.initializers import batch_norm
+from mirrorgan_tf.layers.normalization import BatchNormalization
 
 BACKBONES = ("inception_v3", "resnet152", "small")
 
@@ -36,7 +37,7 @@ def check_backbone(backbone: str, allowed: Sequence[str]) -> None:
 
 def _torch_bn(name: str) -> keras.layers.BatchNormalization:
     # torchvision: BatchNorm2d(eps=1e-5, momentum=0.1 -> Keras 0.9), weight 1, bias 0.
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+    return BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
 
 
 def _torch_conv(x, filters: int, kernel: int, stride: int, name: str):

@@ -159,3 +159,23 @@ def test_conditioning_augmentation_save_and_load(tmp_path):
     # The seed generator state is saved too: the first sample after loading repeats.
     for a, b in zip(loaded_out, out, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_upsample_conv3x3_gradients_equal_upsample_then_conv():
+    import tensorflow as tf
+
+    from mirrorgan_tf.layers.blocks import upsample_conv3x3
+
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=[2, 3, 5, 4]).astype("float32"))
+    kernel = tf.Variable(rng.normal(size=[3, 3, 4, 6]).astype("float32"))
+    weights = tf.constant(rng.normal(size=[2, 6, 10, 6]).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        fast = tf.reduce_sum(upsample_conv3x3(x, kernel) * weights)
+        upsampled = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+        slow = tf.reduce_sum(tf.nn.conv2d(upsampled, kernel, 1, "SAME") * weights)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5)
+    for a, b in zip(tape.gradient(fast, [x, kernel]), tape.gradient(slow, [x, kernel]),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
