@@ -5,7 +5,8 @@ Random weights of a named preset (the vocabulary is the placeholder of
 per-image latency in ms (median over `--repeats` timed calls after one warm-up call) at each
 batch size, and model sizes in MB.
 
-- keras_eager, tf_function, saved_model: captions in, uint8 images out (tokenization inside).
+- keras_eager, tf_function, saved_model: captions in, uint8 images out (tokenization inside);
+  task_generate: `TextToImage.generate` (traced; adds the seeded noise and the uint8 copy).
 - tflite_float32, tflite_float16: token ids + noise in, float images out (LiteRT, fixed batch;
   the tokenization runs in Python outside the timing).
 
@@ -105,13 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result["sizes_mb"]["keras_float32_weights"] = round(weights / 1e6, 2)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string),
-            tf.TensorSpec([None, z_dim], tf.float32),
-        ]
-    )
-    def generate_graph(batch_captions, noise):
+    def generate_eager(batch_captions, noise):
         token_ids, _ = model.tokenizer(batch_captions)
         words, sentence = model.text_encoder(token_ids, training=False)
         out = model.generator(
@@ -119,6 +114,14 @@ def main(argv: list[str] | None = None) -> dict:
             training=False, deterministic=True,
         )
         return uint8_images(out["images"][-1])
+
+    generate_graph = tf.function(
+        generate_eager,
+        input_signature=[
+            tf.TensorSpec([None], tf.string),
+            tf.TensorSpec([None, z_dim], tf.float32),
+        ],
+    )
 
     with tempfile.TemporaryDirectory(prefix="mirrorgan-bench-") as tmp:
         start = time.perf_counter()
@@ -132,6 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
             noise = tf.random.stateless_normal([b, z_dim], seed=[0, 0])
             key = str(b)
             latency.setdefault("keras_eager", {})[key] = _time_per_image(
+                lambda bc=batch_captions, n=noise: generate_eager(tf.constant(bc), n).numpy(),
+                b, args.repeats,
+            )
+            latency.setdefault("task_generate", {})[key] = _time_per_image(
                 lambda bc=batch_captions: model.generate(bc, seed=0), b, args.repeats
             )
             latency.setdefault("tf_function", {})[key] = _time_per_image(
