@@ -35,6 +35,32 @@ def check_backbone(backbone: str, allowed: Sequence[str]) -> None:
         raise ValueError(f"`backbone` must be one of {list(allowed)}; got {backbone!r}.")
 
 
+def resize_for_backbone(images, size: int | None, backbone: str):
+    """Resizes NHWC images bilinearly to `size` x `size` (None: unchanged) for `backbone`.
+
+    The published trunks ("resnet152", "inception_v3") get plain bilinear resizing, as the
+    published `F.interpolate` / `nn.Upsample` did. The "small" trunk gets an antialiased
+    resize: it takes a 256x256 image at 64x64, and a plain bilinear 4x reduction reads only
+    4 of every 16 pixels, so a generator trained through a frozen STREAM or DAMSM encoder
+    would get caption gradients on a quarter of its pixels and could leave the rest
+    unconstrained.
+
+    Args:
+        images: `[B, H, W, C]` images.
+        size: output side, or None.
+        backbone: the trunk's name (`BACKBONES`).
+
+    Example:
+    >>> resize_for_backbone(np.zeros([1, 256, 256, 3], "float32"), 64, "small").shape
+    TensorShape([1, 64, 64, 3])
+    """
+    if size is None:
+        return images
+    return keras.ops.image.resize(
+        images, (size, size), interpolation="bilinear", antialias=backbone == "small"
+    )
+
+
 def _torch_bn(name: str) -> keras.layers.BatchNormalization:
     # torchvision: BatchNorm2d(eps=1e-5, momentum=0.1 -> Keras 0.9), weight 1, bias 0.
     return BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)

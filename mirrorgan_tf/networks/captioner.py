@@ -12,7 +12,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from mirrorgan_tf.networks.backbones import check_backbone, resnet152_torchvision, small_cnn
+from mirrorgan_tf.networks.backbones import (
+    check_backbone,
+    resize_for_backbone,
+    resnet152_torchvision,
+    small_cnn,
+)
 from mirrorgan_tf.networks.image_encoder import check_image_batch
 from mirrorgan_tf.validation import check_rank, check_token_ids
 
@@ -90,9 +95,7 @@ class CaptionerEncoder(keras.Model):
         """Returns `[B, embed_dim]` image features for `[B, H, W, 3]` images in [-1, 1]."""
         check_image_batch(images, "images")
         x = ops.cast(images, self.compute_dtype)
-        size = self.resolved_input_size
-        if size is not None:
-            x = ops.image.resize(x, (size, size), interpolation="bilinear")
+        x = resize_for_backbone(x, self.resolved_input_size, self.backbone)
         if self.backbone == "resnet152":
             # [-1, 1] -> [0, 1] -> ImageNet mean/std (see the class docstring: a deviation).
             mean = ops.cast(ops.convert_to_tensor(_IMAGENET_MEAN), x.dtype)

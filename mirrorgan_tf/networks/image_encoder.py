@@ -6,7 +6,12 @@ import keras
 from keras import ops
 
 from mirrorgan_tf.layers.initializers import kernel_initializer
-from mirrorgan_tf.networks.backbones import check_backbone, inception_v3_trunk, small_cnn
+from mirrorgan_tf.networks.backbones import (
+    check_backbone,
+    inception_v3_trunk,
+    resize_for_backbone,
+    small_cnn,
+)
 from mirrorgan_tf.validation import check_rank
 
 _DEFAULT_INPUT_SIZE = {"inception_v3": 299, "small": None}
@@ -120,10 +125,8 @@ class ImageEncoder(keras.Model):
         """
         check_image_batch(images, "images")
         x = ops.cast(images, self.compute_dtype)
-        size = self.resolved_input_size
-        if size is not None:
-            # nn.Upsample(size=(299, 299), mode="bilinear") in the published code.
-            x = ops.image.resize(x, (size, size), interpolation="bilinear")
+        # Inception: nn.Upsample(size=(299, 299), mode="bilinear") in the published code.
+        x = resize_for_backbone(x, self.resolved_input_size, self.backbone)
         region_map, global_map = self.trunk(x, training=training)
         regions = self.emb_features(region_map)
         if len(global_map.shape) == 4:

@@ -116,3 +116,20 @@ def test_check_backbone_names_the_choices():
     check_backbone("small", ["resnet152", "small"])
     with pytest.raises(ValueError, match="resnet152"):
         check_backbone("vgg", ["resnet152", "small"])
+
+
+def test_small_backbone_resize_sends_gradients_to_every_pixel():
+    import tensorflow as tf
+
+    from mirrorgan_tf.networks.backbones import resize_for_backbone
+
+    images = tf.constant(np.random.default_rng(0).normal(size=[1, 256, 256, 3]), tf.float32)
+    for backbone, expected_fraction in (("small", 1.0), ("resnet152", 0.25)):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            out = resize_for_backbone(images, 64, backbone)
+            total = tf.reduce_sum(out)
+        assert out.shape == (1, 64, 64, 3)
+        touched = np.mean(np.asarray(tape.gradient(total, images)) != 0)
+        assert abs(touched - expected_fraction) < 0.01, backbone
+    assert resize_for_backbone(images, None, "small") is images
