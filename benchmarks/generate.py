@@ -10,6 +10,10 @@ batch size, and model sizes in MB.
 - tflite_float32, tflite_float16: token ids + noise in, float images out (LiteRT, fixed batch;
   the tokenization runs in Python outside the timing).
 
+For birds, `speedup_vs_published` compares each latency with the published 16.8 GFLOP per
+image at 0.62 of the fp32 matmul rate measured in the same process (reference.py); 1.5 is the
+target.
+
 Usage:
     python benchmarks/generate.py --preset birds --repeats 3
 """
@@ -178,6 +182,19 @@ def main(argv: list[str] | None = None) -> dict:
                     del runner, interpreter
                     print(f"{name} batch {b}: {latency[name][str(b)]} ms/image",
                           file=sys.stderr, flush=True)
+    from reference import against_published, matmul_gflops
+
+    matmul = matmul_gflops("float32")
+    result["matmul_gflop_per_second_float32"] = round(matmul, 1)
+    if args.preset == "birds":
+        # Published generation: 16.8 GFLOP per image at 0.62 of the matmul rate (reference.py).
+        result["speedup_vs_published"] = {
+            path: {
+                b: against_published("generate", ms / 1000.0, matmul)["speedup_vs_published"]
+                for b, ms in per_batch.items()
+            }
+            for path, per_batch in latency.items()
+        }
     print(json.dumps(result, indent=1))
     return result
 
