@@ -69,7 +69,7 @@ def _cmd_pretrain_stem(args: argparse.Namespace) -> int:
 def _cmd_pretrain_stream(args: argparse.Namespace) -> int:
     from mirrorgan_tf.training.run import pretrain_stream
 
-    pretrain_stream(**_training_kwargs(args))
+    pretrain_stream(**_training_kwargs(args), trunk_from=args.trunk_from)
     return 0
 
 
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="folder of the demo's runs")
     demo.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--save-to", default=None, help="also write the model preset here")
+    demo.add_argument("--save-to", default=None, help="also write the model and its exports here")
     demo.set_defaults(func=_cmd_demo)
 
     stem = sub.add_parser("pretrain-stem", help="DAMSM pretraining of STEM (text encoder)")
@@ -184,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = sub.add_parser("pretrain-stream", help="pretraining of STREAM (captioner)")
     _add_training_arguments(stream, "runs/stream")
+    stream.add_argument(
+        "--trunk-from", default=None,
+        help="pretrain-stem run whose small image-encoder trunk starts STREAM's (shapes)",
+    )
     stream.set_defaults(func=_cmd_pretrain_stream)
 
     train = sub.add_parser("train", help="train MirrorGAN with STEM and STREAM frozen")

@@ -16,7 +16,7 @@ from mirrorgan_tf.data.tokenizer import tokenize_text
 from mirrorgan_tf.data.vocabulary import Vocabulary
 from mirrorgan_tf.evaluation.bleu import corpus_bleu
 from mirrorgan_tf.losses import caption_loss
-from mirrorgan_tf.training.damsm import stage_images
+from mirrorgan_tf.training.damsm import PrebuiltTrainer, global_share, stage_images, step_logs
 
 
 def token_accuracy(logits, captions, lengths):
@@ -41,7 +41,7 @@ def token_accuracy(logits, captions, lengths):
 
 
 @keras.saving.register_keras_serializable(package="mirrorgan_tf")
-class CaptionerTrainer(keras.Model):
+class CaptionerTrainer(PrebuiltTrainer):
     """Pretrains STREAM with teacher-forced, length-masked cross-entropy (MirrorGAN Eq. 10).
 
     Inputs are the largest stage's images (`data["images"][-1]`) and `data["token_ids"]`; the
@@ -128,14 +128,22 @@ class CaptionerTrainer(keras.Model):
         self.accuracy_tracker.update_state(
             token_accuracy(logits, data["token_ids"], data["caption_length"])
         )
-        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+        return step_logs(
+            {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+        )
 
     def train_step(self, data):
         variables = self.captioner.trainable_variables
         with tf.GradientTape() as tape:
             logits = self(data, training=True)
-            loss = caption_loss(logits, data["token_ids"], self.target_lengths(data))
-            scaled_loss = self.optimizer.scale_loss(loss)
+            lengths = self.target_lengths(data)
+            loss = caption_loss(logits, data["token_ids"], lengths)
+            # The loss is a mean over the batch's words. Under tf.distribute each replica
+            # weights its mean by its share of the global batch's words, so that the
+            # gradients the optimizer sums over replicas are those of the global mean (the
+            # replicas' word counts differ). One replica: a weight of 1.0.
+            words = tf.reduce_sum(tf.minimum(lengths, tf.shape(data["token_ids"])[1]))
+            scaled_loss = self.optimizer.scale_loss(loss * global_share(words))
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return self._step_logs(logits, data, loss)

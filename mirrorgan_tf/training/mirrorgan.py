@@ -19,24 +19,36 @@ import tensorflow as tf
 
 from mirrorgan_tf import losses
 from mirrorgan_tf.networks.text_encoder import caption_mask
+from mirrorgan_tf.training.damsm import (
+    PrebuiltTrainer,
+    gather_batch,
+    global_share,
+    replica_rows,
+    step_logs,
+)
 
 
-def _clone_generator(generator: keras.Model) -> keras.Model:
-    """A new generator of the same configuration, built by one call on a dummy batch."""
-    clone = generator.__class__.from_config(generator.get_config())
+def _call_on_dummy_batch(generator: keras.Model, **kwargs) -> None:
     nef = generator.nef
-    clone(
+    generator(
         tf.zeros([1, generator.z_dim]),
         tf.zeros([1, nef]),
         tf.zeros([1, 1, nef]),
         tf.ones([1, 1], tf.bool),
         training=False,
+        **kwargs,
     )
+
+
+def _clone_generator(generator: keras.Model) -> keras.Model:
+    """A new generator of the same configuration, built by one call on a dummy batch."""
+    clone = generator.__class__.from_config(generator.get_config())
+    _call_on_dummy_batch(clone)
     return clone
 
 
 @keras.saving.register_keras_serializable(package="mirrorgan_tf")
-class MirrorGANTrainer(keras.Model):
+class MirrorGANTrainer(PrebuiltTrainer):
     """Trains GLAM and the discriminators against frozen STEM and STREAM (MirrorGAN, Sec. 3).
 
     Args:
@@ -94,6 +106,11 @@ class MirrorGANTrainer(keras.Model):
         for frozen in (text_encoder, captioner, image_encoder):
             if frozen is not None:
                 frozen.trainable = False
+        # Weightless layers (GLU) are built by a first call. Keras builds a model
+        # symbolically before `fit` under a tf.distribute strategy and cannot for a trainer
+        # without `call`: build them now. Deterministic and in inference mode, the call
+        # draws no noise and leaves the BatchNorm statistics alone.
+        _call_on_dummy_batch(generator, deterministic=True)
         self.ema_generator = _clone_generator(generator)
         self.ema_generator.set_weights(generator.get_weights())
         self.ema_generator.trainable = False
@@ -147,24 +164,52 @@ class MirrorGANTrainer(keras.Model):
         return [v for d in self.discriminators for v in d.trainable_variables]
 
     # === Loss terms ===
-    def _discriminator_losses(self, real_images, fake_images, sentence) -> list[tf.Tensor]:
-        stage_losses = []
+    def _discriminator_losses(
+        self, real_images, fake_images, sentence, rows=None
+    ) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """Per-stage discriminator losses, and the (summed) loss to differentiate.
+
+        Without `rows` the two are the same. Under tf.distribute (`rows` = (offset, total)
+        of this replica's rows in the global batch, see `replica_rows`) the mismatched pairs
+        follow the *global* batch: real image i with the sentence of global sample i + 1, so
+        a replica's last image pairs with the next replica's first sentence, and the global
+        batch has total - 1 pairs, as on one device. The differentiated loss weights each
+        term by this replica's share of the term's global count; summed over replicas it is
+        the single-device loss of the global batch. (Needs >= 2 samples per replica.)
+        """
+        stage_losses, objective = [], []
+        if rows is not None:
+            offset, total = rows
+            batch = tf.shape(sentence)[0]
+            all_sentences = gather_batch(sentence)
+            pairs = tf.minimum(batch, total - 1 - offset)
+            next_sentence = all_sentences[offset + 1 : offset + 1 + pairs]
+            share = tf.cast(batch, tf.float32) / tf.cast(total, tf.float32)
+            pair_share = tf.cast(pairs, tf.float32) / tf.cast(total - 1, tf.float32)
         for d, real, fake in zip(self.discriminators, real_images, fake_images, strict=True):
             real_code = d.encode(real, training=True)
             fake_code = d.encode(tf.stop_gradient(fake), training=True)
-            stage_losses.append(
-                losses.discriminator_loss(
-                    real_uncond=d.unconditional_logits(real_code),
-                    fake_uncond=d.unconditional_logits(fake_code),
-                    real_cond=d.conditional_logits(real_code, sentence, training=True),
-                    fake_cond=d.conditional_logits(fake_code, sentence, training=True),
-                    # Real images paired with the next sample's sentence (published).
-                    mismatched_cond=d.conditional_logits(
-                        real_code[:-1], sentence[1:], training=True
-                    ),
+            if rows is None:
+                # Real images paired with the next sample's sentence (published).
+                mismatched = d.conditional_logits(real_code[:-1], sentence[1:], training=True)
+            else:
+                mismatched = d.conditional_logits(
+                    real_code[:pairs], next_sentence, training=True
                 )
+            stage = losses.discriminator_loss(
+                real_uncond=d.unconditional_logits(real_code),
+                fake_uncond=d.unconditional_logits(fake_code),
+                real_cond=d.conditional_logits(real_code, sentence, training=True),
+                fake_cond=d.conditional_logits(fake_code, sentence, training=True),
+                mismatched_cond=mismatched,
             )
-        return stage_losses
+            stage_losses.append(stage)
+            if rows is not None:
+                # discriminator_loss = ... + BCE(mismatched) / 3: reweight that term alone.
+                mismatched_term = losses.binary_cross_entropy(mismatched, 0.0) / 3.0
+                stage = share * (stage - mismatched_term) + pair_share * mismatched_term
+            objective.append(stage)
+        return stage_losses, tf.add_n(objective)
 
     def _generator_adversarial_losses(self, fake_images, sentence) -> list[tf.Tensor]:
         stage_losses = []
@@ -202,9 +247,23 @@ class MirrorGANTrainer(keras.Model):
         lengths = data["caption_length"]
         token_ids, word_mask, words, sentence = self._encode_text(data)
         batch = tf.shape(token_ids)[0]
-        noise = keras.random.normal([batch, self.generator.z_dim], seed=self.seed_generator)
-        # Per-replica losses are summed over replicas when gradients are applied.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # tf.distribute: the optimizers sum the replicas' gradients, so each replica weights
+        # its batch-mean losses by its share of the global batch (1 / replicas for equal
+        # slices); see `_discriminator_losses` for the mismatched pairs and the caption loss
+        # below for its word count. With one replica all weights are 1 and no op is added.
+        distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        rows = replica_rows(batch) if distributed else None
+        if distributed:
+            # Every replica draws the noise of the whole global batch (same seed state on
+            # all replicas) and keeps its own rows: the replicas get different noise, and
+            # the global batch the noise one device would draw. (Drawing per replica would
+            # give every replica the same noise.)
+            offset, total = rows
+            noise = keras.random.normal([total, self.generator.z_dim], seed=self.seed_generator)
+            noise = noise[offset : offset + batch]
+            share = tf.cast(batch, tf.float32) / tf.cast(total, tf.float32)
+        else:
+            noise = keras.random.normal([batch, self.generator.z_dim], seed=self.seed_generator)
 
         with tf.GradientTape() as g_tape:
             out = self.generator(noise, sentence, words, word_mask, training=True)
@@ -212,11 +271,11 @@ class MirrorGANTrainer(keras.Model):
             with g_tape.stop_recording():
                 # Discriminators first, on the detached images (published order).
                 with tf.GradientTape() as d_tape:
-                    d_stage_losses = self._discriminator_losses(
-                        real_images, fake_images, sentence
+                    d_stage_losses, d_objective = self._discriminator_losses(
+                        real_images, fake_images, sentence, rows
                     )
                     d_loss = tf.add_n(d_stage_losses)
-                    d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
+                    d_scaled = self.d_optimizer.scale_loss(d_objective)
                 d_vars = self._discriminator_variables()
                 d_grads = d_tape.gradient(d_scaled, d_vars)
                 self.d_optimizer.apply(d_grads, d_vars)
@@ -230,7 +289,15 @@ class MirrorGANTrainer(keras.Model):
                     fake_images[-1], words, sentence, lengths, data.get("class_id")
                 )
                 g_loss += self.damsm_loss_weight * damsm
-            g_scaled = self.g_optimizer.scale_loss(g_loss / replicas)
+            g_objective = g_loss
+            if distributed:
+                # Batch means weigh by the replica's share of the batch; the caption loss, a
+                # mean over words, by its share of the words. The DAMSM term stays per
+                # replica: its negatives are the replica's slice (DAMSMTrainer gathers them).
+                caption_words = tf.reduce_sum(tf.minimum(lengths, tf.shape(token_ids)[1]))
+                g_objective = share * (g_loss - self.caption_loss_weight * caption)
+                g_objective += global_share(caption_words) * (self.caption_loss_weight * caption)
+            g_scaled = self.g_optimizer.scale_loss(g_objective)
         g_vars = self.generator.trainable_variables
         g_grads = g_tape.gradient(g_scaled, g_vars)
         self.g_optimizer.apply(g_grads, g_vars)
@@ -257,7 +324,7 @@ class MirrorGANTrainer(keras.Model):
     def _track(self, values):
         for name, value in values.items():
             self._trackers[name].update_state(value)
-        return {name: self._trackers[name].result() for name in values}
+        return step_logs({name: self._trackers[name].result() for name in values})
 
     def _update_ema(self) -> None:
         """EMA of the generator's parameters; BatchNorm statistics are copied (published)."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import keras
@@ -48,26 +50,74 @@ def _set_precision(mixed_precision: str | None) -> None:
     keras.mixed_precision.set_global_policy(PRECISIONS[mixed_precision])
 
 
+# One strategy object per kind and process. Each new `MirroredStrategy` (or multi-worker one)
+# numbers its collective all-reduces from the same (group key 1, instance key 100) again, while
+# TensorFlow's collective executor caches the parameters of an instance, its tensor shape
+# included, per process. A second run in the process (e.g. pretrain-stem, then pretrain-stream)
+# therefore reused instance 100 for a gradient pack of another size and failed with "Shape
+# mismatch in the collective instance 100 ... expected shape [396308] but another member ...
+# [397744]" (tensorflow/tensorflow#62790). Reusing the strategy keeps its key counters
+# running, so every all-reduce of the process has an instance key of its own.
+_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+
+
 def _strategy(name: str | None) -> tf.distribute.Strategy:
-    """`None`: the default; `mirrored`: all local devices; `multi_worker`: from TF_CONFIG."""
+    """`None`: the default; `mirrored`: all local devices; `multi_worker`: from TF_CONFIG.
+
+    A multi-worker strategy must exist before TensorFlow runs its first op: the runs create it
+    first thing.
+    """
     if name in (None, "none", "default"):
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"`strategy` must be None, 'mirrored' or 'multi_worker'; got {name!r}.")
+    if name not in ("mirrored", "multi_worker"):
+        raise ValueError(f"`strategy` must be None, 'mirrored' or 'multi_worker'; got {name!r}.")
+    if name not in _STRATEGIES:
+        _STRATEGIES[name] = (
+            tf.distribute.MirroredStrategy()
+            if name == "mirrored"
+            else tf.distribute.MultiWorkerMirroredStrategy()
+        )
+    return _STRATEGIES[name]
+
+
+def _synchronize_batch_norm(strategy: tf.distribute.Strategy, *models: keras.Model) -> None:
+    """Has the trained networks' BatchNorm layers use global-batch statistics under replicas.
+
+    Without it each replica normalises with the statistics of its own slice of the batch, so
+    a distributed step differs from a single-device step on the same global batch (and the
+    moving statistics become averages of per-replica ones). Synchronised statistics make
+    them agree; with one replica nothing changes. Keras reads `synchronized` at call time.
+    """
+    if strategy.num_replicas_in_sync < 2:
+        return
+    for model in models:
+        for layer in model._flatten_layers(include_self=True, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+
+
+def _writes_run_folder(strategy: tf.distribute.Strategy) -> bool:
+    """False on non-chief workers of a multi-worker strategy: they write to a temporary folder."""
+    return bool(strategy.extended.should_checkpoint)
 
 
 class _Run:
     """The folder of one run and the bookkeeping shared by the three kinds of training."""
 
-    def __init__(self, out: str, kind: str, arguments: dict[str, Any]):
+    def __init__(self, out: str, kind: str, arguments: dict[str, Any], chief: bool = True):
         self.out = out
         self.kind = kind
-        os.makedirs(out, exist_ok=True)
-        self.checkpoints = os.path.join(out, "checkpoints")
+        self.chief = chief
+        # Keras' multi-worker convention: every worker saves (the same calls on every worker),
+        # the chief into the run folder, the others into a temporary folder deleted after
+        # training. All of them resume from the run folder (a shared file system).
+        self.write_dir = out if chief else tempfile.mkdtemp(prefix="mirrorgan-worker-")
+        os.makedirs(self.write_dir, exist_ok=True)
+        self.checkpoints = os.path.join(self.write_dir, "checkpoints")
+        self.resume_from = os.path.join(out, "checkpoints")
         path = os.path.join(out, "run.json")
+        if not chief:
+            return  # the chief checks and writes run.json (a reader here could race it)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 previous = json.load(f)
@@ -85,12 +135,17 @@ class _Run:
 
     @property
     def vocabulary_path(self) -> str:
+        return os.path.join(self.write_dir, presets.VOCABULARY_FILE)
+
+    @property
+    def saved_vocabulary_path(self) -> str:
+        """The run folder's vocabulary (what a resumed run must keep using)."""
         return os.path.join(self.out, presets.VOCABULARY_FILE)
 
     def save_model(self, config: dict, components: dict, step: int) -> None:
         """Writes the run's `model/` preset folder (what generate/export/train --stem load)."""
         presets.save_to_preset(
-            os.path.join(self.out, RUN_MODEL_DIR),
+            os.path.join(self.write_dir, RUN_MODEL_DIR),
             config,
             components,
             vocabulary_path=self.vocabulary_path,
@@ -112,36 +167,47 @@ class _Run:
         chunk = max(1, min(int(checkpoint_every), int(steps)))
         chunks = math.ceil(int(steps) / chunk)
         done = 0
-        last = latest_checkpoint(self.checkpoints)
+        last = latest_checkpoint(self.resume_from)
         if last is not None:
             state = restore_checkpoint(last, trainer, optimizers())
             done = int(state["step"])
             print(f"Resuming from {last} (step {done}).")
         if done >= chunks * chunk:
             print(f"{self.out} has already trained {done} steps; nothing to do.")
+            if not self.chief:
+                shutil.rmtree(self.write_dir, ignore_errors=True)
             return {"steps": done}
         callbacks = [
             StopOnNonFiniteLoss(self.checkpoints),
             Checkpoint(self.checkpoints, chunk, optimizers, on_save=save_model),
-            keras.callbacks.CSVLogger(os.path.join(self.out, "losses.csv"), append=True),
-            keras.callbacks.TensorBoard(os.path.join(self.out, "tensorboard"), write_graph=False),
+            keras.callbacks.CSVLogger(os.path.join(self.write_dir, "losses.csv"), append=True),
+            keras.callbacks.TensorBoard(
+                os.path.join(self.write_dir, "tensorboard"), write_graph=False
+            ),
             *extra_callbacks,
         ]
-        history = trainer.fit(
-            dataset,
-            epochs=chunks,
-            initial_epoch=done // chunk,
-            steps_per_epoch=chunk,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the datasets shuffle themselves, seeded
-        )
+        try:
+            history = trainer.fit(
+                dataset,
+                epochs=chunks,
+                initial_epoch=done // chunk,
+                steps_per_epoch=chunk,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the datasets shuffle themselves, seeded
+            )
+        finally:
+            if not self.chief:
+                shutil.rmtree(self.write_dir, ignore_errors=True)
         return {"steps": chunks * chunk, "history": history.history}
 
 
 def _load_vocabulary(data: str, run: _Run) -> Vocabulary:
-    if os.path.exists(run.vocabulary_path):
-        return Vocabulary.load(run.vocabulary_path)
+    # Non-chief workers read the run's vocabulary only when resuming (the chief may be
+    # writing it right now on a first start); the data give the same one.
+    resuming = run.chief or latest_checkpoint(run.resume_from) is not None
+    if resuming and os.path.exists(run.saved_vocabulary_path):
+        return Vocabulary.load(run.saved_vocabulary_path)
     vocabulary = pipeline.vocabulary_of(data)
     vocabulary.save(run.vocabulary_path)
     return vocabulary
@@ -169,10 +235,14 @@ def _batches(
     return dataset.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _common_setup(preset, data, out, kind, arguments, mixed_precision, seed, **overrides):
+def _common_setup(
+    preset, data, out, kind, arguments, mixed_precision, seed, strategy, **overrides
+):
     _set_precision(mixed_precision)
     keras.utils.set_random_seed(seed)
-    run = _Run(out, kind, {"preset": preset, "data": data, **arguments})
+    run = _Run(
+        out, kind, {"preset": preset, "data": data, **arguments}, _writes_run_folder(strategy)
+    )
     vocabulary = _load_vocabulary(data, run)
     config = presets.get_config(preset, vocab_size=len(vocabulary), **overrides)
     tokenizer = Tokenizer(vocabulary, config["words_num"])
@@ -231,14 +301,15 @@ def pretrain_stem(
     >>> pretrain_stem("shapes", "shapes", "runs/stem", steps=300)  # doctest: +SKIP
     """
     arguments = {"batch_size": batch_size, "seed": seed}
+    strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
-        preset, data, out, "pretrain-stem", arguments, mixed_precision, seed, **overrides
+        preset, data, out, "pretrain-stem", arguments, mixed_precision, seed, strategy, **overrides
     )
     training = config["training"]
     batch_size = batch_size or training["damsm_batch_size"]
     total = _steps(steps, epochs, data, batch_size)
     weights = backbone_weights if config["image_encoder_backbone"] != "small" else None
-    with _strategy(strategy).scope():
+    with strategy.scope():
         text_encoder = presets.build_component("text_encoder", config)
         image_encoder = presets.build_component("image_encoder", config, weights=weights)
         trainer = DAMSMTrainer(
@@ -259,6 +330,7 @@ def pretrain_stem(
             jit_compile=jit_compile,
         )
         trainer.optimizer.build(trainer.trainable_variables)
+    _synchronize_batch_norm(strategy, text_encoder, image_encoder)
 
     def save_model(step: int) -> None:
         run.save_model(
@@ -290,6 +362,7 @@ def pretrain_stream(
     jit_compile: bool = False,
     strategy: str | None = None,
     verbose: int | str = "auto",
+    trunk_from: str | None = None,
     **overrides: Any,
 ) -> str:
     """Pretrains STREAM (the captioner) with teacher-forced caption cross-entropy.
@@ -307,6 +380,11 @@ def pretrain_stream(
         jit_compile: compile the step with XLA.
         strategy: None, `mirrored` or `multi_worker`.
         verbose: Keras progress-bar verbosity.
+        trunk_from: a STEM run (or preset folder) whose DAMSM image encoder has the same
+            "small" trunk: STREAM's trunk starts from its weights. The published STREAM starts
+            from an ImageNet ResNet-152; `shapes` has no ImageNet, and a trunk trained from
+            scratch left STREAM ignoring the image for its first ~1,000 steps (caption loss on
+            real, shuffled and blank images within 0.01 after 300 steps).
         **overrides: preset configuration overrides.
 
     Returns:
@@ -316,20 +394,25 @@ def pretrain_stream(
     >>> pretrain_stream("shapes", "shapes", "runs/stream", steps=300)  # doctest: +SKIP
     """
     arguments = {"batch_size": batch_size, "seed": seed}
+    strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
-        preset, data, out, "pretrain-stream", arguments, mixed_precision, seed, **overrides
+        preset, data, out, "pretrain-stream", arguments, mixed_precision, seed, strategy,
+        **overrides,
     )
     training = config["training"]
     batch_size = batch_size or training["stream_batch_size"]
     total = _steps(steps, epochs, data, batch_size)
-    with _strategy(strategy).scope():
+    with strategy.scope():
         captioner = presets.build_component("captioner", config)
+        if trunk_from is not None:
+            _start_trunk_from(captioner, trunk_from, config)
         trainer = CaptionerTrainer(captioner)
         trainer.compile(
             optimizer=keras.optimizers.Adam(training["stream_learning_rate"]),
             jit_compile=jit_compile,
         )
         trainer.optimizer.build(trainer.trainable_variables)
+    _synchronize_batch_norm(strategy, captioner)
 
     def save_model(step: int) -> None:
         run.save_model(config, {"captioner": captioner}, step)
@@ -344,6 +427,23 @@ def pretrain_stream(
         verbose=verbose,
     )
     return out
+
+
+def _start_trunk_from(captioner: keras.Model, source: str, config: dict) -> None:
+    """Copies the DAMSM image encoder's "small" trunk of `source` into STREAM's encoder."""
+    backbones = {config["captioner_backbone"], config["image_encoder_backbone"]}
+    if backbones != {"small"}:
+        raise ValueError(
+            "`trunk_from` needs the 'small' backbone for both the captioner and the image "
+            f"encoder; this preset has {config['captioner_backbone']!r} and "
+            f"{config['image_encoder_backbone']!r}."
+        )
+    trunk = _load_component("image_encoder", source, config).trunk
+    target = captioner.encoder.resnet
+    shapes = [tuple(w.shape) for w in trunk.weights]
+    if shapes != [tuple(w.shape) for w in target.weights]:
+        raise ValueError(f"The image encoder trunk of {source!r} differs from STREAM's trunk.")
+    target.set_weights(trunk.get_weights())
 
 
 def _load_component(name: str, source: str, config: dict) -> keras.Model:
@@ -421,14 +521,15 @@ def train(
         )
     arguments = {"batch_size": batch_size, "seed": seed, "stem": stem, "stream": stream,
                  "init": init}
+    strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
-        preset, data, out, "train", arguments, mixed_precision, seed, **overrides
+        preset, data, out, "train", arguments, mixed_precision, seed, strategy, **overrides
     )
     training = config["training"]
     batch_size = batch_size or training["batch_size"]
     total = _steps(steps, epochs, data, batch_size)
     sizes = presets.image_sizes(config)
-    with _strategy(strategy).scope():
+    with strategy.scope():
         text_encoder = _load_component("text_encoder", stem, config)
         captioner = _load_component("captioner", stream, config)
         damsm = training["damsm_loss_weight"]
@@ -462,6 +563,8 @@ def train(
             d_optimizer=published_adam(training["d_learning_rate"]),
             jit_compile=jit_compile,
         )
+    # STEM, STREAM and the image encoder are frozen (BatchNorm in inference mode).
+    _synchronize_batch_norm(strategy, generator, *discriminators)
 
     def save_model(step: int) -> None:
         components = {
@@ -481,10 +584,10 @@ def train(
     samples = SampleGrid(
         lambda: task.generate(sample_captions, noise=sample_noise, return_attention=True),
         sample_captions,
-        os.path.join(out, "samples"),
+        os.path.join(run.write_dir, "samples"),
         steps_per_epoch=max(1, min(int(checkpoint_every), total)),
         every=sample_every,
-        tensorboard_dir=os.path.join(out, "tensorboard"),
+        tensorboard_dir=os.path.join(run.write_dir, "tensorboard"),
     )
     run.fit(
         trainer,

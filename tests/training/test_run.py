@@ -127,3 +127,21 @@ def test_resume_after_sigkill_continues_the_step_count_and_optimizer_state(tmp_p
     with np.load(os.path.join(last, "optimizer.npz")) as arrays:
         iterations = int(arrays[sorted(arrays.files)[0]])
     assert iterations == total
+
+
+def test_stream_trunk_starts_from_the_stem_runs_image_encoder(pretrained):
+    from mirrorgan_tf import presets
+
+    _, stem, _ = pretrained
+    vocab_size = presets.from_preset(os.path.join(stem, "model"))["config"]["vocab_size"]
+    config = presets.get_config("shapes", vocab_size=vocab_size, **TINY)
+    captioner = presets.build_component("captioner", config)
+    encoder = presets.from_preset(os.path.join(stem, "model"), components=["image_encoder"])
+    expected = encoder["image_encoder"].trunk.get_weights()
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(captioner.encoder.resnet.get_weights(), expected, strict=True))
+    run._start_trunk_from(captioner, stem, config)
+    for a, b in zip(captioner.encoder.resnet.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="'small' backbone"):
+        run._start_trunk_from(captioner, stem, {**config, "captioner_backbone": "resnet152"})
