@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make demo SAVE_TO=saved_models/shapes` regenerates the shipped model from the demo's run.
+SAVE_TO ?=
 
 .PHONY: setup test test-slow test-large lint demo bench clean
 
@@ -31,7 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check mirrorgan_tf tests benchmarks
 
 demo: $(STAMP)
-	$(VENV)/bin/mirrorgan-tf demo
+	$(VENV)/bin/mirrorgan-tf demo $(if $(SAVE_TO),--save-to $(SAVE_TO))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

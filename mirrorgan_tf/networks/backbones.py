@@ -56,9 +56,14 @@ def resize_for_backbone(images, size: int | None, backbone: str):
     """
     if size is None:
         return images
-    return keras.ops.image.resize(
-        images, (size, size), interpolation="bilinear", antialias=backbone == "small"
+    if backbone != "small":
+        return keras.ops.image.resize(images, (size, size), interpolation="bilinear")
+    # The antialiased kernel's gradient (ScaleAndTranslateGrad) is float32 only: resize in
+    # float32 under mixed precision and cast back.
+    resized = keras.ops.image.resize(
+        keras.ops.cast(images, "float32"), (size, size), interpolation="bilinear", antialias=True
     )
+    return keras.ops.cast(resized, images.dtype)
 
 
 def _torch_bn(name: str) -> keras.layers.BatchNormalization:
