@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from mirrorgan_tf.distribute import global_normal
 from mirrorgan_tf.layers.glu import GLU
 from mirrorgan_tf.layers.initializers import kernel_initializer
 
@@ -15,8 +16,9 @@ class ConditioningAugmentation(keras.layers.Layer):
 
     Implements the published `CA_NET` (StackGAN's conditioning augmentation, used by MirrorGAN,
     paper Sec. 3.2): Linear(nef -> 4c, bias), GLU -> 2c, mu = first c, logvar = last c, and the
-    reparameterised sample c_code = mu + eps * exp(0.5 * logvar), eps ~ N(0, I). As published,
-    sampling happens whatever `training` is; `deterministic=True` returns c_code = mu.
+    reparameterised sample c_code = mu + eps * exp(0.5 * logvar), eps ~ N(0, I) (under
+    tf.distribute drawn for the global batch, `mirrorgan_tf.distribute.global_normal`). As
+    published, sampling happens whatever `training` is; `deterministic=True` returns c_code = mu.
     mu, logvar and c_code are float32 under mixed precision (the KL term and exp need it).
     Weight mapping: `ca_net.fc.weight` [4c, nef] -> `fc.kernel` (transposed), `fc.bias`.
 
@@ -56,7 +58,8 @@ class ConditioningAugmentation(keras.layers.Layer):
         logvar = x[:, self.condition_dim :]
         if deterministic:
             return mu, mu, logvar
-        eps = keras.random.normal(ops.shape(mu), dtype="float32", seed=self.seed_generator)
+        # Under tf.distribute: this replica's rows of the global batch's noise.
+        eps = global_normal(ops.shape(mu)[0], (self.condition_dim,), self.seed_generator)
         c_code = mu + eps * ops.exp(0.5 * logvar)
         return c_code, mu, logvar
 

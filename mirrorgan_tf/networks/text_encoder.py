@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from mirrorgan_tf.distribute import global_dropout
 from mirrorgan_tf.validation import check_token_ids
 
 RNN_TYPES = ("lstm", "gru")
@@ -124,7 +125,14 @@ class TextEncoder(keras.Model):
                 f"{token_ids.shape}."
             )
         mask = caption_mask(token_ids)
-        x = self.dropout(self.embedding(token_ids), training=training)
+        # The Dropout layer's rate and seed, with masks drawn for the global batch under
+        # tf.distribute (`global_dropout`; with one replica this is the layer itself).
+        x = global_dropout(
+            self.embedding(token_ids),
+            self.dropout.rate,
+            getattr(self.dropout, "seed_generator", None),  # absent when the rate is 0
+            training,
+        )
         outputs = self.rnn(x, mask=mask, training=training)
         words = outputs[0]
         # LSTM states are [h_fw, c_fw, h_bw, c_bw]; GRU states are [h_fw, h_bw].

@@ -14,9 +14,11 @@ import tensorflow as tf
 
 from mirrorgan_tf.data.tokenizer import tokenize_text
 from mirrorgan_tf.data.vocabulary import Vocabulary
+from mirrorgan_tf.distribute import global_share, step_logs
 from mirrorgan_tf.evaluation.bleu import corpus_bleu
 from mirrorgan_tf.losses import caption_loss
-from mirrorgan_tf.training.damsm import PrebuiltTrainer, global_share, stage_images, step_logs
+from mirrorgan_tf.training.base import PrebuiltTrainer
+from mirrorgan_tf.training.damsm import stage_images
 
 
 def token_accuracy(logits, captions, lengths):

@@ -12,7 +12,15 @@ import math
 import keras
 import tensorflow as tf
 
+from mirrorgan_tf.distribute import (
+    all_reduce_sum,
+    gather_batch,
+    num_replicas,
+    replica_context,
+    step_logs,
+)
 from mirrorgan_tf.losses import damsm_sentence_loss, damsm_word_loss
+from mirrorgan_tf.training.base import PrebuiltTrainer
 
 
 def stage_images(images):
@@ -28,142 +36,6 @@ def stage_images(images):
     if isinstance(images, list | tuple):
         return images[-1]
     return images
-
-
-# === tf.distribute ===
-# Under a strategy with several replicas each replica computes its step on its slice of the
-# global batch, and Keras' optimizers *sum* the replicas' gradients. The trainers therefore
-# weight each replica's loss by its share of the global batch (what Keras' own `compute_loss`
-# does with 1 / replicas), so that the summed gradient is the single-device gradient of the
-# global batch. With one replica these helpers return their inputs and add no ops.
-
-
-def _replica_context():
-    """The replica context when several replicas train in sync; None otherwise."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync < 2:
-        return None
-    return context
-
-
-def replica_rows(batch) -> tuple[tf.Tensor, tf.Tensor]:
-    """`(offset, total)`: where this replica's rows start in the global batch, and its size.
-
-    Args:
-        batch: this replica's batch size (scalar).
-
-    Example:
-    >>> [int(x) for x in replica_rows(4)]  # one replica: all of the batch
-    [0, 4]
-    """
-    batch = tf.cast(batch, tf.int32)
-    context = _replica_context()
-    if context is None:
-        return tf.constant(0, tf.int32), batch
-    sizes = context.all_gather(tf.reshape(batch, [1]), axis=0)
-    return tf.reduce_sum(sizes[: context.replica_id_in_sync_group]), tf.reduce_sum(sizes)
-
-
-def global_share(count) -> tf.Tensor | float:
-    """This replica's share `count / sum over replicas of count` (1.0 with one replica).
-
-    Weighting a replica's mean loss over `count` items by its share makes the sum over
-    replicas the mean over the global batch's items.
-
-    Args:
-        count: how many items this replica's mean loss averages (scalar).
-
-    Example:
-    >>> global_share(3.0)
-    1.0
-    """
-    context = _replica_context()
-    if context is None:
-        return 1.0
-    count = tf.cast(count, tf.float32)
-    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-    return count / tf.maximum(total, 1.0)
-
-
-def gather_batch(values):
-    """All-gathers a (nested) batch over replicas along axis 0 (identity with one replica).
-
-    Gradients flow back to each replica's own rows; `None` leaves stay `None`.
-
-    Args:
-        values: a nest of tensors of rank >= 1 (and Nones).
-
-    Example:
-    >>> gather_batch({"a": tf.ones([2, 3]), "b": None})["a"].shape
-    TensorShape([2, 3])
-    """
-    context = _replica_context()
-    if context is None:
-        return values
-    # One all-gather per tensor: a batched one refuses a mix of host (int32) and device
-    # tensors.
-    flat = [
-        None if v is None else context.all_gather(v, axis=0) for v in tf.nest.flatten(values)
-    ]
-    return tf.nest.pack_sequence_as(values, flat)
-
-
-def all_reduce_sum(values: list) -> list:
-    """Sums (dense) tensors over replicas (identity with one replica).
-
-    Example:
-    >>> [float(v) for v in all_reduce_sum([tf.constant(2.0)])]
-    [2.0]
-    """
-    context = _replica_context()
-    if context is None:
-        return list(values)
-    return list(context.all_reduce(tf.distribute.ReduceOp.SUM, list(values)))
-
-
-class PrebuiltTrainer(keras.Model):
-    """A trainer whose networks are built on construction: `fit` reads no batch to build it.
-
-    Under a tf.distribute strategy, Keras (TensorFlow backend) takes a first batch from a
-    first iterator of the dataset to build the model symbolically, then starts the dataset
-    again. A seeded dataset that reshuffles per iteration (the runs' datasets) then feeds a
-    distributed run other batches than a single-device one. When everything is built
-    already there is nothing to learn from that batch: skip it.
-    """
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        built = all(layer.built for layer in self._flatten_layers())
-        if built and (self.optimizer is None or self.optimizer.built):
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-
-def step_logs(logs: dict) -> dict:
-    """A train/test step's logs, shaped for Keras' reduction over replicas.
-
-    Keras 3 averages the logs of a multi-worker step with `strategy.reduce("MEAN", v,
-    axis=0)`, which fails on scalars ("Invalid reduction dimension 0 for input with 0
-    dimensions", tensorflow/tensorflow#72388; `distribute_reduction_method` is not read).
-    Under a multi-worker strategy the logs become `[1]` tensors, which that reduces back to
-    scalars; otherwise they are returned unchanged.
-
-    Example:
-    >>> step_logs({"loss": tf.constant(1.0)})["loss"].shape
-    TensorShape([])
-    """
-    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-        return logs
-    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
-
-
-def num_replicas() -> int:
-    """How many replicas train in sync (1 without a strategy).
-
-    Example:
-    >>> num_replicas()
-    1
-    """
-    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _cosine_matrix(a, b, eps: float = 1e-8):
@@ -391,11 +263,13 @@ class DAMSMTrainer(PrebuiltTrainer):
         self.word_loss_tracker.update_state(word)
         self.sentence_loss_tracker.update_state(sentence)
         self.loss_tracker.update_state(word + sentence)
-        return step_logs({
-            "word_loss": self.word_loss_tracker.result(),
-            "sentence_loss": self.sentence_loss_tracker.result(),
-            "loss": self.loss_tracker.result(),
-        })
+        return step_logs(
+            {
+                "word_loss": self.word_loss_tracker.result(),
+                "sentence_loss": self.sentence_loss_tracker.result(),
+                "loss": self.loss_tracker.result(),
+            }
+        )
 
     def _global_damsm_losses(self, data, training: bool):
         """The DAMSM losses of the *global* batch, computed on every replica.
@@ -405,12 +279,11 @@ class DAMSMTrainer(PrebuiltTrainer):
         features are all-gathered instead (gradients flow back to each replica's own rows);
         with one replica this is `damsm_losses`.
         """
-        if _replica_context() is None:
+        if replica_context() is None:
             return self.damsm_losses(data, training=training)
         words, sentence, regions, image_global = self(data, training=training)
         words, sentence, regions, image_global, lengths, class_ids = gather_batch(
-            (words, sentence, regions, image_global, data["caption_length"],
-             data.get("class_id"))
+            (words, sentence, regions, image_global, data["caption_length"], data.get("class_id"))
         )
         word = self.word_loss(regions, words, lengths, class_ids)
         sentence_term = self.sentence_loss(image_global, sentence, class_ids)

@@ -18,14 +18,15 @@ import keras
 import tensorflow as tf
 
 from mirrorgan_tf import losses
-from mirrorgan_tf.networks.text_encoder import caption_mask
-from mirrorgan_tf.training.damsm import (
-    PrebuiltTrainer,
+from mirrorgan_tf.distribute import (
     gather_batch,
+    global_normal,
     global_share,
     replica_rows,
     step_logs,
 )
+from mirrorgan_tf.networks.text_encoder import caption_mask
+from mirrorgan_tf.training.base import PrebuiltTrainer
 
 
 def _call_on_dummy_batch(generator: keras.Model, **kwargs) -> None:
@@ -253,17 +254,10 @@ class MirrorGANTrainer(PrebuiltTrainer):
         # below for its word count. With one replica all weights are 1 and no op is added.
         distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
         rows = replica_rows(batch) if distributed else None
+        # The noise of the global batch, this replica's rows (`global_normal`).
+        noise = global_normal(batch, (self.generator.z_dim,), self.seed_generator)
         if distributed:
-            # Every replica draws the noise of the whole global batch (same seed state on
-            # all replicas) and keeps its own rows: the replicas get different noise, and
-            # the global batch the noise one device would draw. (Drawing per replica would
-            # give every replica the same noise.)
-            offset, total = rows
-            noise = keras.random.normal([total, self.generator.z_dim], seed=self.seed_generator)
-            noise = noise[offset : offset + batch]
-            share = tf.cast(batch, tf.float32) / tf.cast(total, tf.float32)
-        else:
-            noise = keras.random.normal([batch, self.generator.z_dim], seed=self.seed_generator)
+            share = tf.cast(batch, tf.float32) / tf.cast(rows[1], tf.float32)
 
         with tf.GradientTape() as g_tape:
             out = self.generator(noise, sentence, words, word_mask, training=True)

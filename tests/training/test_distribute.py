@@ -5,19 +5,22 @@ run happens in a fresh subprocess (`_WORKER`). The tests compare what the runs s
 step-2 checkpoint: the optimizers' variables (Adam's moments are linear in the gradients of
 both steps: a replica-summed gradient off by a factor 2 would show as 100% here, while the
 weights would not show it, Adam's step being scale-invariant) and the trainer's weights (all
-networks). Measured on 2 CPU cores, STREAM / DAMSM / MirrorGAN: optimizer variables agree
-to 3e-4 / 7.5e-5 / 3.7e-3 (relative to each array's largest value, floor 1e-6), weights to
-1.6e-6 / 1.3e-4 / 1.8e-5 absolute, BatchNorm moving variances to 0.2 / 0.2 / 0.5 %. Adam
-turns gradients near its epsilon into steps whose size roundoff decides (synchronised
-BatchNorm sums in another order), and in MirrorGAN those weights feed step 2's gradients.
+networks). Measured on 2 CPU cores with dropout and noise on, STREAM / DAMSM / MirrorGAN:
+optimizer variables agree to 2.9e-4 / 2.2e-2 / 1.9e-2 (relative to each array's largest
+value, floor 1e-6), weights to 1.6e-6 / 1.9e-3 / 3.3e-4 absolute, BatchNorm moving
+variances to 0.2 / 0.2 / 0.5 %. The large DAMSM differences are in the image
+encoder's trunk and in at most 0.5 % of an array's elements (the text encoder agrees to
+2e-7): Adam turns gradients near its epsilon into steps whose size roundoff decides
+(synchronised BatchNorm sums in another order), and those weights feed step 2's gradients.
+A wrong gradient scale, noise or dropout mask moves most elements, not a few: the tests
+bound the fraction of elements beyond the tolerances (1 %) and how far any goes (10x).
 The moving variances differ because Keras updates them with the unbiased (N / (N - 1)) batch
 variance on one device and the biased one under `synchronized=True` (N = batch x height x
 width, 64 for the 4x4 maps here; the normalisation itself uses the biased variance both ways).
 
-Text-encoder dropout draws its masks per replica, so the DAMSM comparison sets
-`text_dropout=0`; conditioning augmentation draws its noise per replica too (a gap in
-layers/conditioning.py: every replica gets the same rows of it), so the MirrorGAN comparison
-draws it for the global batch and keeps the replica's rows, as MirrorGANTrainer does for z.
+Per-sample random draws (z, conditioning-augmentation noise, text-encoder dropout masks) are
+made for the global batch by every replica, which keeps its rows (`mirrorgan_tf.distribute`),
+so the runs compare with dropout and noise on.
 """
 
 from __future__ import annotations
@@ -35,10 +38,13 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKPOINT = os.path.join("checkpoints", "step-00000002")
-# Bounds a little above the measured differences (module docstring).
-OPTIMIZER_TOLERANCE = 1e-2
+# Bounds a little above the measured differences (module docstring), which at most
+# OUTLIER_FRACTION of an array's elements may exceed, by at most OUTLIER_BOUND times.
+OPTIMIZER_TOLERANCE = 3e-2
 WEIGHT_TOLERANCE = 3e-4
 MOVING_VARIANCE_TOLERANCE = 2e-2
+OUTLIER_FRACTION = 0.01
+OUTLIER_BOUND = 10.0
 
 # argv: logical CPU devices, a JSON list of [run function, out folder, strategy, kwargs].
 _WORKER = """
@@ -49,25 +55,6 @@ if devices > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-    # Conditioning augmentation draws its noise per replica (see the module docstring):
-    # draw the global batch's rows and keep this replica's, as MirrorGANTrainer does for z.
-    import keras
-    from keras import ops
-    from mirrorgan_tf.layers.conditioning import ConditioningAugmentation
-    from mirrorgan_tf.training.damsm import replica_rows
-
-    def call(self, sentence, training=None, deterministic=False):
-        x = ops.cast(self.glu(self.fc(sentence)), "float32")
-        mu, logvar = x[:, : self.condition_dim], x[:, self.condition_dim :]
-        if deterministic:
-            return mu, mu, logvar
-        batch = tf.shape(mu)[0]
-        offset, total = replica_rows(batch)
-        eps = keras.random.normal([total, self.condition_dim], dtype="float32",
-                                  seed=self.seed_generator)[offset : offset + batch]
-        return mu + eps * ops.exp(0.5 * logvar), mu, logvar
-
-    ConditioningAugmentation.call = call
 from mirrorgan_tf.training import run
 from tests.training.conftest import TINY
 for kind, out, strategy, kwargs in jobs:
@@ -126,16 +113,18 @@ def _is_moving_variance(key: str) -> bool:
 
 
 def _compare(single_out: str, distributed_out: str) -> dict[str, float]:
-    """Largest difference of each kind, after asserting each is within its tolerance."""
+    """Largest difference of each kind, and the largest fraction of outliers, after asserting
+    that in every array at most `OUTLIER_FRACTION` of the elements exceed their kind's
+    tolerance and none exceeds `OUTLIER_BOUND` times it (module docstring)."""
     single, distributed = _saved_state(single_out), _saved_state(distributed_out)
     assert single.keys() == distributed.keys()
     assert any(k.endswith(".npz/v00002") for k in single), "no optimizer state was saved"
-    worst = {"optimizer": 0.0, "weights": 0.0, "moving_variance": 0.0}
+    worst = {"optimizer": 0.0, "weights": 0.0, "moving_variance": 0.0, "outliers": 0.0}
     for key in single:
         x = np.asarray(single[key], np.float64)
         y = np.asarray(distributed[key], np.float64)
         assert x.shape == y.shape, key
-        difference = float(np.max(np.abs(x - y), initial=0.0))
+        difference = np.abs(x - y)
         if not key.startswith("weights/"):
             kind, tolerance = "optimizer", OPTIMIZER_TOLERANCE
             difference /= max(float(np.max(np.abs(x), initial=0.0)), 1e-6)
@@ -144,17 +133,21 @@ def _compare(single_out: str, distributed_out: str) -> dict[str, float]:
             difference /= max(float(np.max(np.abs(x), initial=0.0)), 1e-6)
         else:
             kind, tolerance = "weights", WEIGHT_TOLERANCE
-        assert difference <= tolerance, (key, difference)
-        worst[kind] = max(worst[kind], difference)
+        largest = float(np.max(difference, initial=0.0))
+        outliers = float(np.mean(difference > tolerance)) if difference.size else 0.0
+        assert outliers <= OUTLIER_FRACTION, (key, outliers, largest)
+        assert largest <= OUTLIER_BOUND * tolerance, (key, largest)
+        worst[kind] = max(worst[kind], largest)
+        worst["outliers"] = max(worst["outliers"], outliers)
     return worst
 
 
 @pytest.fixture(scope="module")
 def single_device(tmp_path_factory):
-    """Single-device runs: STEM (no text dropout), STREAM, MirrorGAN on those two."""
+    """Single-device runs: STEM, STREAM, MirrorGAN on those two."""
     root = tmp_path_factory.mktemp("single")
     paths = {k: str(root / k) for k in ("stem", "stream", "gan")}
-    _run([["pretrain_stem", paths["stem"], None, {"text_dropout": 0.0}],
+    _run([["pretrain_stem", paths["stem"], None, {}],
           ["pretrain_stream", paths["stream"], None, {}],
           ["train", paths["gan"], None, {"stem": paths["stem"], "stream": paths["stream"]}]])
     return paths
@@ -176,7 +169,7 @@ def test_mirrored_damsm_pretraining_and_mirrorgan_training_match_single_device(
     single_device, tmp_path
 ):
     stem, gan = str(tmp_path / "stem"), str(tmp_path / "gan")
-    _run([["pretrain_stem", stem, "mirrored", {"text_dropout": 0.0}],
+    _run([["pretrain_stem", stem, "mirrored", {}],
           ["train", gan, "mirrored",
            {"stem": single_device["stem"], "stream": single_device["stream"]}]], devices=2)
     print(_compare(single_device["stem"], stem), _compare(single_device["gan"], gan))
