@@ -15,9 +15,11 @@ caption into that scene). The reading relies on how `mirrorgan_tf.data.shapes` d
 - shape = the template (each shape drawn into the component's bounding box by the renderer
   itself) with the highest intersection-over-union with the component's mask.
 
-Each requested shape is paired with a distinct found object so as to maximise the number of
-agreeing attributes (the pairing a reader of the caption would make); a requested shape
-without an object counts as wrong on every attribute.
+Only the N largest objects are read, N = the number of requested shapes (the prominent
+shapes a viewer sees; extra blobs earn nothing). Each requested shape is paired with a
+distinct one of them so as to maximise the number of agreeing attributes (the pairing a
+reader of the caption would make); a requested shape without an object counts as wrong on
+every attribute.
 """
 
 from __future__ import annotations
@@ -52,8 +54,6 @@ ATTRIBUTES = ("colour", "shape", "size", "position")
 FOREGROUND_SATURATION = 70
 MIN_AREA_FRACTION = 0.02  # of a grid cell
 LARGE_EXTENT = 0.63  # bounding-box side over cell side
-# Objects considered when pairing (largest first): bounds the pairing search.
-_MAX_CANDIDATES = 4
 _PALETTE = np.array(list(COLOURS.values()), np.float32)
 _COLOUR_NAMES = tuple(COLOURS)
 _GEOMETRY = {shape: shape_geometry(shape) for shape in SHAPES}
@@ -267,8 +267,10 @@ def read_scene(image, spec: SceneSpec) -> dict:
         True
     """
     found_objects = read_objects(image)
-    objects = found_objects[:_MAX_CANDIDATES]
     requested = spec.shapes
+    # Only the most prominent objects, as many as requested, are read: an image cluttered
+    # with blobs of every colour must not earn credit by offering more candidates.
+    objects = found_objects[: len(requested)]
     best, best_key = None, None
     # All injective pairings of requested shapes to objects (None = no object left).
     slots = list(range(len(objects))) + [None] * len(requested)

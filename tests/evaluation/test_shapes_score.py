@@ -90,6 +90,18 @@ def test_read_scene_reports_per_shape_and_missing_shapes():
     assert scores["overall"] == 0 and scores["count"] == 0
 
 
+def test_only_as_many_objects_as_requested_are_read():
+    # Two shapes drawn, one asked for: only the larger one is read, so asking for the
+    # smaller one's attributes earns nothing (clutter must not buy candidates).
+    large = ShapeSpec("circle", "red", "large", "top left")
+    small = ShapeSpec("star", "blue", "small", "bottom right")
+    image = render(SceneSpec((large, small)), 128)
+    assert read_scene(image, SceneSpec((large,)))["colour"]
+    reading = read_scene(image, SceneSpec((small,)))
+    assert reading["num_objects"] == 2
+    assert not any(reading[a] for a in ATTRIBUTES)
+
+
 def test_scores_parsed_captions():
     data = ShapesDataset("test", num_images=12, image_size=64)
     images = [data.image(i) for i in range(12)]
