@@ -255,7 +255,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         distributed = tf.distribute.get_strategy().num_replicas_in_sync > 1
         rows = replica_rows(batch) if distributed else None
         # The noise of the global batch, this replica's rows (`global_normal`).
-        noise = global_normal(batch, (self.generator.z_dim,), self.seed_generator)
+        noise = global_normal(batch, (self.generator.z_dim,), self.seed_generator, rows=rows)
         if distributed:
             share = tf.cast(batch, tf.float32) / tf.cast(rows[1], tf.float32)
 
