@@ -36,6 +36,8 @@ _BASE_CONFIG: dict[str, Any] = {
     "nef": 256,
     "rnn_type": "lstm",
     "text_dropout": 0.5,
+    # DEVIATION when True (the shapes preset): sentence feature rescaled to norm sqrt(nef)
+    "normalize_sentence": False,
     # GLAM
     "z_dim": 100,
     "condition_dim": 100,
@@ -121,6 +123,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "captions_per_image": 10,
             "embedding_dim": 64,
             "nef": 64,
+            # DEVIATION (see TextEncoder): the caption reaches G and D at the scale of their
+            # other inputs; without it a CPU-length run ignores the caption.
+            "normalize_sentence": True,
             "z_dim": 32,
             "condition_dim": 32,
             "gf_dim": 8,
@@ -270,6 +275,7 @@ def build_component(
             nef=c["nef"],
             rnn_type=c["rnn_type"],
             dropout=c["text_dropout"],
+            normalize_sentence=c.get("normalize_sentence", False),
         )
     elif name == "image_encoder":
         # The published Inception trunk is ImageNet-pretrained and frozen; the small trunk of

@@ -213,6 +213,53 @@ class Generator(keras.Model):
             "logvar": logvar,
         }
 
+    def load_lower_stages(self, source: Generator) -> None:
+        """Copies every weight of a generator with fewer (or as many) stages into this one.
+
+        CA, stage 1, the refinement stages `source` has and their image heads take `source`'s
+        weights (BatchNorm statistics included); the stages beyond keep their own. This is how
+        a run grows a generator trained at 64 px into a three-stage one (progressive growing:
+        a training schedule, not part of the published method; see `training.run.train`).
+
+        Args:
+            source: a generator of the same configuration except `num_stages` <= this one's.
+
+        Raises:
+            ValueError: if `source` has more stages or a different configuration.
+
+        Example:
+        >>> small = Generator(gf_dim=4, z_dim=8, condition_dim=8, nef=16, r_num=1, num_stages=1)
+        >>> big = Generator(gf_dim=4, z_dim=8, condition_dim=8, nef=16, r_num=1, num_stages=2)
+        >>> big.load_lower_stages(small)
+        """
+        mine, theirs = self.get_config(), source.get_config()
+        differences = [
+            key for key in ("gf_dim", "z_dim", "condition_dim", "nef", "r_num")
+            if mine[key] != theirs[key]
+        ]
+        if differences or source.num_stages > self.num_stages:
+            raise ValueError(
+                f"Cannot grow a {source.num_stages}-stage generator into a {self.num_stages}-"
+                f"stage one: " + (
+                    f"they differ in {', '.join(differences)}." if differences
+                    else "the source has more stages."
+                )
+            )
+        lower = source.num_stages - 1
+        pairs = [
+            (self.ca_net, source.ca_net),
+            (self.stage1_fc, source.stage1_fc),
+            (self.stage1_bn, source.stage1_bn),
+            *zip(self.stage1_up, source.stage1_up, strict=True),
+            *zip(self.attention[:lower], source.attention, strict=True),
+            *zip(self.fusion[:lower], source.fusion, strict=True),
+            *zip(sum(self.residual[:lower], []), sum(source.residual, []), strict=True),
+            *zip(self.upsample[:lower], source.upsample, strict=True),
+            *zip(self.image_heads[: lower + 1], source.image_heads, strict=True),
+        ]
+        for target, origin in pairs:
+            target.set_weights(origin.get_weights())
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -491,8 +491,10 @@ def train(
         out: the run folder (re-running resumes).
         stem: the pretrain-stem run (or preset folder) whose `text_encoder` to use (required).
         stream: the pretrain-stream run (or preset folder) whose `captioner` to use (required).
-        init: a preset folder (e.g. converted published weights) to initialise the generator
-            and discriminators from, for fine-tuning; optimizer state starts fresh.
+        init: a preset folder or run (e.g. converted published weights) to initialise the
+            generator and discriminators from, for fine-tuning; optimizer state starts fresh.
+            A generator with fewer stages starts this one's lower stages (progressive
+            growing, `Generator.load_lower_stages`); the stages beyond start fresh.
         steps: training steps (or give `epochs`).
         epochs: passes over the training split.
         batch_size: default: the preset's (published: 12 for birds).
@@ -538,7 +540,12 @@ def train(
         discriminators = [presets.build_component(f"discriminator_{s}", config) for s in sizes]
         if init is not None:
             folder = resolve_preset(init)
-            generator.load_weights(os.path.join(folder, "generator.weights.h5"))
+            source = presets.from_preset(folder, components=["generator"])["generator"]
+            if source.num_stages == generator.num_stages:
+                generator.load_weights(os.path.join(folder, "generator.weights.h5"))
+            else:
+                # Growing: a generator trained with fewer stages starts this one's lower stages.
+                generator.load_lower_stages(source)
             for size, d in zip(sizes, discriminators, strict=True):
                 path = os.path.join(folder, f"discriminator_{size}.weights.h5")
                 if os.path.exists(path):

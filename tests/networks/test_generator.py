@@ -222,3 +222,34 @@ def test_every_weight_gets_a_gradient_in_a_traced_step():
     missing = [w.path for w, g in zip(generator.trainable_weights, grads, strict=True)
                if g is None or not np.any(np.asarray(g))]
     assert not missing
+
+
+def test_load_lower_stages_grows_a_smaller_generator():
+    rng = np.random.default_rng(7)
+    small = Generator(num_stages=1, **SMALL)
+    _randomize_batch_norms(small, rng)
+    big = Generator(num_stages=3, **SMALL)
+    fresh_head = np.asarray(big.image_heads[2].kernel).copy()
+    big.load_lower_stages(small)
+    noise, sentence, words, mask = _inputs(rng)
+    want = small(noise, sentence, words, mask, training=False, deterministic=True)
+    got = big(noise, sentence, words, mask, training=False, deterministic=True)
+    # Stage 1 (and CA) now compute exactly what the small generator computes.
+    np.testing.assert_array_equal(np.asarray(want["mu"]), np.asarray(got["mu"]))
+    np.testing.assert_array_equal(np.asarray(want["images"][0]), np.asarray(got["images"][0]))
+    # The stages beyond keep their own weights.
+    np.testing.assert_array_equal(np.asarray(big.image_heads[2].kernel), fresh_head)
+    # A two-stage source fills stage 2 as well.
+    two = Generator(num_stages=2, **SMALL)
+    big.load_lower_stages(two)
+    np.testing.assert_array_equal(
+        np.asarray(big.fusion[0].kernel), np.asarray(two.fusion[0].kernel)
+    )
+
+
+def test_load_lower_stages_rejects_other_configurations():
+    big = Generator(num_stages=2, **SMALL)
+    with pytest.raises(ValueError, match="more stages"):
+        big.load_lower_stages(Generator(num_stages=3, **SMALL))
+    with pytest.raises(ValueError, match="gf_dim"):
+        big.load_lower_stages(Generator(num_stages=1, **{**SMALL, "gf_dim": 8}))

@@ -188,3 +188,21 @@ def test_config_round_trip_and_save_load(tmp_path, rnn_type):
     for other in (clone, loaded):
         for a, b in zip(expected, other(TOKENS, training=False), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_normalize_sentence_rescales_the_sentence_only():
+    plain = _small()
+    normalized = _small(normalize_sentence=True)
+    normalized.set_weights(plain.get_weights())
+    words, sentence = plain(TOKENS, training=False)
+    n_words, n_sentence = normalized(TOKENS, training=False)
+    np.testing.assert_array_equal(np.asarray(words), np.asarray(n_words))
+    # Same direction, norm sqrt(nef) (nef = 12).
+    np.testing.assert_allclose(np.linalg.norm(n_sentence, axis=-1), np.sqrt(12.0), rtol=1e-5)
+    cosine = np.sum(np.asarray(sentence) * np.asarray(n_sentence), -1) / (
+        np.linalg.norm(sentence, axis=-1) * np.sqrt(12.0)
+    )
+    np.testing.assert_allclose(cosine, 1.0, rtol=1e-5)
+    assert TextEncoder.from_config(normalized.get_config()).normalize_sentence
+    # Off by default: the published behaviour.
+    assert not plain.normalize_sentence

@@ -55,6 +55,31 @@ def test_the_chain_writes_checkpoints_model_losses_and_samples(pretrained):
         assert len(f.read().strip().splitlines()) == 3  # nothing trained again
 
 
+def test_init_grows_a_one_stage_run_into_a_two_stage_one(pretrained):
+    root, stem, stream = pretrained
+    small = run.train("shapes", "shapes", str(root / "gan_64"), stem=stem, stream=stream,
+                      steps=2, batch_size=4, checkpoint_every=2, verbose=0,
+                      **{**TINY, "num_stages": 1})
+    # Learning rate 0: whatever the grown run saves is what it started from. Another seed:
+    # a fresh generator would start from other weights.
+    frozen = {"g_learning_rate": 0.0, "d_learning_rate": 0.0}
+    grown = run.train("shapes", "shapes", str(root / "grown"), stem=stem, stream=stream,
+                      init=small, steps=1, batch_size=4, checkpoint_every=1, verbose=0, seed=1,
+                      **{**TINY, "training": frozen})
+    from mirrorgan_tf import presets
+
+    before = presets.from_preset(os.path.join(small, "model"))
+    after = presets.from_preset(os.path.join(grown, "model"))
+    assert after["generator"].num_stages == 2
+    for name in ("ca_net", "stage1_fc"):
+        for a, b in zip(getattr(before["generator"], name).trainable_weights,
+                        getattr(after["generator"], name).trainable_weights, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    for a, b in zip(before["discriminator_64"].trainable_weights,
+                    after["discriminator_64"].trainable_weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
 def test_train_needs_pretrained_stem_and_stream(tmp_path):
     with pytest.raises(ValueError, match="pretrained STEM and STREAM"):
         run.train("shapes", "shapes", str(tmp_path / "gan"), steps=1, **TINY)
