@@ -15,21 +15,14 @@ def conv3x3(filters: int, name: str | None = None, **kwargs) -> keras.layers.Con
     Args:
         filters: output channels.
         name: layer name.
-        **kwargs: passed to `keras.layers.Conv2D` (e.g. `dtype`).
+        **kwargs: passed to `keras.layers.Conv2D` (e.g. `dtype`, `kernel_initializer`).
 
     Example:
     >>> conv3x3(8, name="conv").filters
     8
     """
-    return keras.layers.Conv2D(
-        filters,
-        3,
-        padding="same",
-        use_bias=False,
-        kernel_initializer=kernel_initializer(),
-        name=name,
-        **kwargs,
-    )
+    kwargs.setdefault("kernel_initializer", kernel_initializer())
+    return keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name, **kwargs)
 
 
 # Nearest x2 up-sampling repeats each input row twice, so output row 2i + a of a 3x3 "same"

@@ -30,6 +30,15 @@ class Generator(keras.Model):
     The concatenation order is the published one (c_code before z), so the stage-1 kernel
     converts row for row.
 
+    `residual_images=True` (DEVIATION, off by default and in the published-size presets):
+    each refinement stage's head predicts a correction to the lower stage's image instead of
+    a whole image, `image_i = tanh(up2(logits_{i-1}) + img_net_i(h_i))` (nearest x2 up-sampling
+    of the lower stage's pre-tanh output), and those heads start at zero. A refinement stage
+    then starts by drawing the lower stage's image at twice the size, so a generator grown
+    from a trained 64 px stage (`load_lower_stages`) keeps its colours and layout from the
+    first step instead of starting from grey noise at 128 and 256 px. Published checkpoints
+    do not have it.
+
     Stage-1 layout, for checkpoint conversion: PyTorch views the GLU output [B, 16ngf*16] as
     [B, 16ngf, 4, 4] (channel-major). Here the same [B, 16ngf, 4, 4] view is taken and then
     transposed to NHWC, so `h_net1.fc.0.weight` converts with a plain transpose (kernel = W.T) and
@@ -42,6 +51,7 @@ class Generator(keras.Model):
         nef: text feature size of words and sentence (256).
         r_num: residual blocks per refinement stage (R_NUM: 2 birds, 3 COCO).
         num_stages: 1, 2 or 3 stages, giving images of 64, 128 and 256 pixels.
+        residual_images: refinement heads correct the up-sampled lower image (see above).
         seed: seed of the CA sampler, or None.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
@@ -74,6 +84,7 @@ class Generator(keras.Model):
         nef: int = 256,
         r_num: int = 2,
         num_stages: int = 3,
+        residual_images: bool = False,
         seed: int | None = None,
         **kwargs,
     ):
@@ -112,8 +123,12 @@ class Generator(keras.Model):
             )
             self.upsample.append(UpBlock(ngf, name=f"h_net{stage}_upsample"))
         # Image heads in float32 so tanh outputs stay float32 under mixed precision.
+        # With residual images the refinement heads start at zero (an identity refinement).
         self.image_heads = [
-            conv3x3(3, name=f"img_net{stage}", dtype="float32")
+            conv3x3(
+                3, name=f"img_net{stage}", dtype="float32",
+                **({"kernel_initializer": "zeros"} if residual_images and stage > 1 else {}),
+            )
             for stage in range(1, num_stages + 1)
         ]
 
@@ -124,6 +139,7 @@ class Generator(keras.Model):
         self.nef = nef
         self.r_num = r_num
         self.num_stages = num_stages
+        self.residual_images = bool(residual_images)
         self.seed = seed
 
         self._build_from_config()
@@ -190,7 +206,8 @@ class Generator(keras.Model):
         for block in self.stage1_up:
             h = block(h, training=training)
 
-        images = [ops.tanh(self.image_heads[0](h))]
+        logits = self.image_heads[0](h)
+        images = [ops.tanh(logits)]
         attention_maps = []
         for stage, (attention, fusion, residual, upsample) in enumerate(
             zip(self.attention, self.fusion, self.residual, self.upsample, strict=True), start=1
@@ -202,7 +219,13 @@ class Generator(keras.Model):
             for block in residual:
                 h = block(h, training=training)
             h = upsample(h, training=training)
-            images.append(ops.tanh(self.image_heads[stage](h)))
+            correction = self.image_heads[stage](h)
+            if self.residual_images:
+                # Nearest x2 up-sampling of the lower stage's pre-tanh image.
+                logits = ops.repeat(ops.repeat(logits, 2, axis=1), 2, axis=2) + correction
+            else:
+                logits = correction
+            images.append(ops.tanh(logits))
             attention_maps.append(word_attention)
 
         return {
@@ -234,7 +257,7 @@ class Generator(keras.Model):
         """
         mine, theirs = self.get_config(), source.get_config()
         differences = [
-            key for key in ("gf_dim", "z_dim", "condition_dim", "nef", "r_num")
+            key for key in ("gf_dim", "z_dim", "condition_dim", "nef", "r_num", "residual_images")
             if mine[key] != theirs[key]
         ]
         if differences or source.num_stages > self.num_stages:
@@ -269,6 +292,7 @@ class Generator(keras.Model):
             nef=self.nef,
             r_num=self.r_num,
             num_stages=self.num_stages,
+            residual_images=self.residual_images,
             seed=self.seed,
         )
         return config

@@ -253,3 +253,35 @@ def test_load_lower_stages_rejects_other_configurations():
         big.load_lower_stages(Generator(num_stages=3, **SMALL))
     with pytest.raises(ValueError, match="gf_dim"):
         big.load_lower_stages(Generator(num_stages=1, **{**SMALL, "gf_dim": 8}))
+
+
+def _upsampled(image, times):
+    for _ in range(times):
+        image = np.repeat(np.repeat(image, 2, axis=1), 2, axis=2)
+    return image
+
+
+def test_residual_images_start_as_the_upsampled_lower_image_and_then_refine_it():
+    rng = np.random.default_rng(3)
+    small = Generator(num_stages=1, residual_images=True, **SMALL)
+    _randomize_batch_norms(small, rng)
+    big = Generator(num_stages=3, residual_images=True, **SMALL)
+    big.load_lower_stages(small)
+    noise, sentence, words, mask = _inputs(rng)
+    images = [np.asarray(i) for i in big(noise, sentence, words, mask, training=False,
+                                          deterministic=True)["images"]]
+    # Zero-initialised refinement heads: the grown stages draw the 64 px image, enlarged.
+    np.testing.assert_array_equal(images[1], _upsampled(images[0], 1))
+    np.testing.assert_array_equal(images[2], _upsampled(images[0], 2))
+    # A non-zero head adds its correction before the tanh.
+    big.image_heads[2].kernel.assign(rng.normal(0, 0.1, big.image_heads[2].kernel.shape))
+    refined = np.asarray(big(noise, sentence, words, mask, training=False,
+                             deterministic=True)["images"][2])
+    assert np.abs(refined - images[2]).max() > 1e-3
+    assert np.all(np.abs(refined) <= 1.0)
+    # The published generator does not: its stages draw their own images from the start.
+    plain = Generator(num_stages=2, **SMALL)
+    out = plain(noise, sentence, words, mask, training=False, deterministic=True)["images"]
+    assert np.abs(np.asarray(out[1]) - _upsampled(np.asarray(out[0]), 1)).max() > 1e-2
+    with pytest.raises(ValueError, match="residual_images"):
+        plain.load_lower_stages(small)
