@@ -351,6 +351,31 @@ def count_params(model: keras.Model) -> int:
     return int(sum(np.prod(v.shape) for v in model.trainable_weights))
 
 
+def stored_parameter_count(model: keras.Model) -> int:
+    """Parameters a model's weights file holds, frozen ones included (BatchNorm statistics not).
+
+    `count_params` counts what would train, which is 0 for the frozen STEM and STREAM of a
+    MirrorGAN run; a preset's metadata reports this count instead.
+
+    Args:
+        model: a built Keras model or layer.
+
+    Example:
+    >>> layer = keras.layers.Dense(2)
+    >>> layer.build((None, 3))
+    >>> layer.trainable = False
+    >>> stored_parameter_count(layer)
+    8
+    """
+    return int(
+        sum(
+            np.prod(v.shape)
+            for v in model.weights
+            if v.path.rsplit("/", 1)[-1] not in ("moving_mean", "moving_variance")
+        )
+    )
+
+
 def parameter_counts(config: Mapping[str, Any]) -> dict[str, int]:
     """Builds every component of `config` and returns its trainable parameter counts.
 
@@ -488,7 +513,7 @@ def save_to_preset(
             "preset": config.get("preset"),
             "description": PRESETS.get(config.get("preset"), {}).get("description", ""),
             "keras_version": keras.__version__,
-            "parameter_counts": {n: count_params(m) for n, m in components.items()},
+            "parameter_counts": {n: stored_parameter_count(m) for n, m in components.items()},
         }
         meta.update(metadata or {})
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:

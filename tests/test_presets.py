@@ -97,6 +97,8 @@ def test_save_to_preset_and_from_preset_round_trip(tmp_path):
     )
     generator = presets.build_component("generator", config)
     text_encoder = presets.build_component("text_encoder", config)
+    trainable_text_weights = presets.count_params(text_encoder)
+    text_encoder.trainable = False  # frozen, as STEM in a MirrorGAN run: still counted
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("<end>\n<unk>\nred\n", encoding="utf-8")
     folder = presets.save_to_preset(
@@ -107,7 +109,9 @@ def test_save_to_preset_and_from_preset_round_trip(tmp_path):
     assert sorted(k for k in loaded if k in presets.COMPONENTS) == ["generator", "text_encoder"]
     assert loaded["config"] == json.loads(json.dumps(config))
     assert loaded["metadata"]["step"] == 7
-    assert loaded["metadata"]["parameter_counts"]["generator"] == presets.count_params(generator)
+    counts = loaded["metadata"]["parameter_counts"]
+    assert counts["generator"] == presets.count_params(generator)
+    assert counts["text_encoder"] == trainable_text_weights > 0
     assert loaded["vocabulary_path"].endswith("vocabulary.txt")
     for a, b in zip(generator.get_weights(), loaded["generator"].get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
