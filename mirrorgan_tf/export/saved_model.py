@@ -233,7 +233,9 @@ def write_models_config(base_dir: str, name: str) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write(
             "# TF Serving model config (--model_config_file). base_path is the path inside the\n"
-            f"# container: docker run -v {os.path.abspath(base_dir)}:/models ...\n"
+            "# container, with the folder of this file mounted at /models. From this folder:\n"
+            '# docker run -p 8501:8501 -v "$PWD":/models tensorflow/serving '
+            "--model_config_file=/models/models.config\n"
             "model_config_list {\n" + entry + "}\n"
         )
     return path
