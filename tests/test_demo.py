@@ -1,13 +1,31 @@
 """The demo's helpers: shipping a model with its exports, and the chance baseline."""
 
 import json
+import math
 import os
+
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from mirrorgan_tf import presets
 from mirrorgan_tf.data.shapes import shapes_vocabulary
-from mirrorgan_tf.demo import SHIPPED_COMPONENTS, chance_score, ship_model
-from mirrorgan_tf.task import TextToImage
+from mirrorgan_tf.demo import (
+    SHIPPED_COMPONENTS,
+    chance_score,
+    held_out_captions,
+    score,
+    ship_model,
+)
+from mirrorgan_tf.task import TextToImage, noise_for_seeds
 from tests.training.conftest import TINY
+
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "saved_models", "shapes")
+# What the shipped model draws above chance (README, "The demo"): colour and position.
+# Shape and size are at chance.
+SHIPPED_ABOVE_CHANCE = ("colour", "position")
+SCORED_CAPTIONS = 512
 
 
 def test_ship_model_writes_the_preset_and_both_exports_and_replaces_the_old_folder(tmp_path):
@@ -46,3 +64,36 @@ def test_chance_score_is_near_one_over_the_number_of_values():
     assert 0.03 < chance["position"] < 0.3  # 9 cells
     assert chance["overall"] < 0.1
 
+
+def test_the_shipped_model_draws_held_out_captions_well_above_chance():
+    """`saved_models/shapes` (the demo's model) against chance on 512 held-out captions.
+
+    Chance is real test images read against another scene's caption. "Well above" is more
+    than four binomial standard errors of chance over the scored shapes, so a model that
+    ignored the caption (or drew nothing) fails.
+    """
+    model = TextToImage.from_preset(SHIPPED)
+    captions, specs = held_out_captions(SCORED_CAPTIONS)
+    images = model.generate(captions[:2], seed=0)
+    assert images.shape == (2, 256, 256, 3) and images.dtype.name == "uint8"
+    got, chance = score(model, captions, specs), chance_score(SCORED_CAPTIONS)
+    for attribute in SHIPPED_ABOVE_CHANCE:
+        p = chance[attribute]
+        margin = 4 * math.sqrt(p * (1 - p) / got["num_shapes"])
+        assert got[attribute] > p + margin, (attribute, got[attribute], p, margin)
+    # The exports it ships are this model: the TF Serving SavedModel draws the same pixels
+    # (seeds as in `generate`), the float32 TFLite model the same image within 1e-4.
+    served = tf.saved_model.load(os.path.join(SHIPPED, "serving", "shapes", "1"))
+    out = served.signatures["serving_default"](
+        captions=tf.constant(captions[:2]), seed=tf.constant([0, 0], tf.int32)
+    )
+    assert np.abs(out["images"].numpy().astype(int) - images.astype(int)).max() <= 1
+    interpreter = Interpreter(model_path=os.path.join(SHIPPED, "tflite", "mirrorgan.tflite"))
+    runner = interpreter.get_signature_runner("serving_default")
+    token_ids = model.tokenizer(tf.constant(captions[:1]))[0].numpy()
+    noise = noise_for_seeds([0], model.config["z_dim"]).numpy()
+    lite = runner(token_ids=token_ids, noise=noise)["images"]
+    words, sentence = model.text_encoder(token_ids, training=False)
+    want = model.generator(noise, sentence, words, tf.not_equal(token_ids, 0), training=False,
+                           deterministic=True)["images"][-1].numpy()
+    assert np.abs(lite - want).max() <= 1e-4
