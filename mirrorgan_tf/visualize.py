@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 
-def _figure(rows: int, cols: int, scale: float = 2.0):
+def _figure(rows: int, cols: int, scale: float = 2.0, row_extra: float = 0.0):
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * scale, rows * scale), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * scale, rows * (scale + row_extra)), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     return plt, fig, axes
+
+
+# Characters of a 10 pt caption that fit over one 2-inch column, and the height of a line.
+_CHARS_PER_COLUMN = 22
+_LINE_INCHES = 0.2
 
 
 def _resize_map(attention: np.ndarray, size: int) -> np.ndarray:
@@ -56,13 +64,16 @@ def save_generation_grid(
     attention = result["attention"][-1] if result["attention"] else None
     n_words = 0 if attention is None else min(max_words, attention.shape[-1])
     cols = len(stages) + n_words
-    plt, fig, axes = _figure(len(captions), cols)
+    # Captions wider than the row (a one-stage run has one column) wrap onto more lines.
+    titles = [textwrap.fill(c, width=max(20, int(cols * _CHARS_PER_COLUMN))) for c in captions]
+    extra_lines = max((t.count("\n") for t in titles), default=0)
+    plt, fig, axes = _figure(len(captions), cols, row_extra=_LINE_INCHES * extra_lines)
 
     def label(ax, text: str) -> None:  # under the image, so the caption can span the row
         ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", fontsize=9)
 
-    for row, caption in enumerate(captions):
-        axes[row, 0].set_title(caption, loc="left", fontsize=10)
+    for row in range(len(captions)):
+        axes[row, 0].set_title(titles[row], loc="left", fontsize=10)
         for col, images in enumerate(stages):
             axes[row, col].imshow(images[row])
             label(axes[row, col], f"{images.shape[1]}px")
@@ -74,7 +85,8 @@ def save_generation_grid(
             amap = _resize_map(attention[row, :, :, k], final.shape[0])
             ax.imshow(amap, cmap="jet", alpha=0.5, extent=(0, final.shape[1], final.shape[0], 0))
             label(ax, words[k])
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.05, hspace=0.45, wspace=0.08)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.05,
+                        hspace=0.45 + 0.1 * extra_lines, wspace=0.08)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
