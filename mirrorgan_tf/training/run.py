@@ -541,6 +541,13 @@ def train(
         if init is not None:
             folder = resolve_preset(init)
             source = presets.from_preset(folder, components=["generator"])["generator"]
+            if source.residual_images != generator.residual_images:
+                # Same weights, other function: loading would silently change every image.
+                raise ValueError(
+                    f"`init` {init!r} has a generator with residual_images="
+                    f"{source.residual_images}, this preset has {generator.residual_images}; "
+                    "they are different architectures (see Generator)."
+                )
             if source.num_stages == generator.num_stages:
                 generator.load_weights(os.path.join(folder, "generator.weights.h5"))
             else:

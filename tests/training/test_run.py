@@ -78,6 +78,11 @@ def test_init_grows_a_one_stage_run_into_a_two_stage_one(pretrained):
     for a, b in zip(before["discriminator_64"].trainable_weights,
                     after["discriminator_64"].trainable_weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    # A generator of the other image-head architecture is refused, not loaded.
+    with pytest.raises(ValueError, match="residual_images"):
+        run.train("shapes", "shapes", str(root / "other"), stem=stem, stream=stream,
+                  init=small, steps=1, batch_size=4, verbose=0,
+                  **{**TINY, "residual_images": False})
 
 
 def test_train_needs_pretrained_stem_and_stream(tmp_path):
