@@ -262,7 +262,7 @@ class Generator(keras.Model):
         ]
         if differences or source.num_stages > self.num_stages:
             raise ValueError(
-                f"Cannot grow a {source.num_stages}-stage generator into a {self.num_stages}-"
+                f"Cannot start a {self.num_stages}-stage generator from a {source.num_stages}-"
                 f"stage one: " + (
                     f"they differ in {', '.join(differences)}." if differences
                     else "the source has more stages."

@@ -541,18 +541,10 @@ def train(
         if init is not None:
             folder = resolve_preset(init)
             source = presets.from_preset(folder, components=["generator"])["generator"]
-            if source.residual_images != generator.residual_images:
-                # Same weights, other function: loading would silently change every image.
-                raise ValueError(
-                    f"`init` {init!r} has a generator with residual_images="
-                    f"{source.residual_images}, this preset has {generator.residual_images}; "
-                    "they are different architectures (see Generator)."
-                )
-            if source.num_stages == generator.num_stages:
-                generator.load_weights(os.path.join(folder, "generator.weights.h5"))
-            else:
-                # Growing: a generator trained with fewer stages starts this one's lower stages.
-                generator.load_lower_stages(source)
+            # Every weight of a generator with as many stages; with fewer, its lower stages
+            # (progressive growing). Refuses another configuration, residual_images included:
+            # the same weights would compute another function.
+            generator.load_lower_stages(source)
             for size, d in zip(sizes, discriminators, strict=True):
                 path = os.path.join(folder, f"discriminator_{size}.weights.h5")
                 if os.path.exists(path):
