@@ -82,6 +82,8 @@ def test_builtin_ops_only(converted):
         ops = tflite_op_names(path)
         assert "CONV_2D" in ops and "FULLY_CONNECTED" in ops
         assert not [op for op in ops if op.startswith("custom:")], ops
+        # Up-sampling traced as phases (XNNPACK's faster form), not a transposed convolution.
+        assert "DEPTH_TO_SPACE" in ops and "TRANSPOSE_CONV" not in ops, ops
         # LiteRT from pip has no Flex delegate: allocation fails on any Flex op.
         Interpreter(model_path=path).allocate_tensors()
 
