@@ -36,6 +36,35 @@ class BatchNormalization(keras.layers.BatchNormalization):
     TensorShape([2, 4, 4, 3])
     """
 
+    def fold_into(self, kernel):
+        """This layer in inference mode folded into the convolution kernel before it.
+
+        `bn(conv(x, kernel), training=False) == conv(x, scaled) + shift` (up to float
+        rounding) with `scaled = kernel * s` over the output channels (the kernel's last
+        axis) and `shift = beta - moving_mean * s`, `s = gamma / sqrt(moving_variance + eps)`:
+        the convolution then does the normalisation's work, and the map is not read and
+        written once more. Computed in float32 from the current weights at every call.
+
+        Args:
+            kernel: the convolution kernel `[..., C]`, C = this layer's channels.
+
+        Returns:
+            `(scaled, shift)`: float32 `kernel.shape` and `[C]`.
+
+        Example:
+        >>> bn = BatchNormalization()
+        >>> bn.build((None, 4, 4, 3))
+        >>> scaled, shift = bn.fold_into(np.ones([3, 3, 2, 3], "float32"))
+        """
+        variance = tf.cast(self.moving_variance, tf.float32)
+        factor = tf.math.rsqrt(variance + self.epsilon)
+        if self.scale:
+            factor *= tf.cast(self.gamma, tf.float32)
+        shift = -tf.cast(self.moving_mean, tf.float32) * factor
+        if self.center:
+            shift += tf.cast(self.beta, tf.float32)
+        return tf.cast(kernel, tf.float32) * factor, shift
+
     def _fused_applies(self, inputs, training, mask) -> bool:
         axis = self.axis[0] if isinstance(self.axis, list | tuple) else self.axis
         return (

@@ -78,3 +78,21 @@ def test_config_round_trip():
     clone = BatchNormalization.from_config(layer.get_config())
     assert (clone.momentum, clone.epsilon, clone.name) == (0.8, 1e-3, "bn")
     assert isinstance(clone, keras.layers.BatchNormalization)
+
+
+@pytest.mark.parametrize("scale, center", [(True, True), (False, False)])
+def test_fold_into_a_kernel_equals_convolution_then_inference_batch_norm(scale, center):
+    rng = np.random.default_rng(3)
+    bn = BatchNormalization(epsilon=1e-5, scale=scale, center=center)
+    bn.build((None, 6, 6, 4))
+    bn.set_weights([rng.uniform(0.5, 2.0, w.shape).astype("float32") if "variance" in w.path
+                    else rng.normal(size=w.shape).astype("float32") for w in bn.weights])
+    x = rng.normal(size=[2, 6, 6, 3]).astype("float32")
+    kernel = rng.normal(size=[3, 3, 3, 4]).astype("float32")
+    expected = bn(tf.nn.conv2d(x, kernel, 1, "SAME"), training=False)
+    scaled, shift = bn.fold_into(kernel)
+    folded = tf.nn.conv2d(x, scaled, 1, "SAME") + shift
+    np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-5)
+    # The folding reads the current weights: a changed statistic changes the result.
+    bn.moving_mean.assign(bn.moving_mean + 1.0)
+    assert not np.allclose(bn.fold_into(kernel)[1], shift)
