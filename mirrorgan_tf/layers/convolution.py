@@ -53,9 +53,10 @@ class SmallMapConv2D(keras.layers.Conv2D):
             rates=[1, 1, 1, 1],
             padding=self.padding.upper(),
         )
-        # Patch depth is ordered (row, col, channel), as the kernel's [rows, cols, Cin].
+        # Patch depth is ordered (row, col, channel), as the kernel's [rows, cols, Cin]; its
+        # size comes from the kernel (the input's channel axis may be unknown when traced).
+        depth = rows * cols * kernel.shape[2]
         product = tf.matmul(
-            tf.reshape(patches, [-1, patches.shape[-1]]),
-            tf.reshape(kernel, [-1, self.filters]),
+            tf.reshape(patches, [-1, depth]), tf.reshape(kernel, [depth, self.filters])
         )
         return tf.reshape(product, [-1, height, width, self.filters])

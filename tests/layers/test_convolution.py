@@ -59,6 +59,14 @@ def test_small_maps_run_as_a_matrix_product_and_large_ones_as_a_convolution():
     assert "Conv2D" in op_types(conv, large)
 
 
+def test_an_unknown_channel_count_when_traced():
+    # Under tf.distribute the discriminator's concatenated code is traced as [B, 4, 4, None].
+    ours, reference = _pair((2, 4, 4, 6), filters=5, kernel_size=3, padding="same")
+    traced = tf.function(ours).get_concrete_function(tf.TensorSpec([2, 4, 4, None]))
+    x = np.random.default_rng(3).normal(size=(2, 4, 4, 6)).astype("float32")
+    np.testing.assert_allclose(traced(tf.constant(x)), reference(x), rtol=1e-5, atol=1e-4)
+
+
 def test_bfloat16_policy():
     ours, reference = _pair((2, 4, 4, 8), filters=6, kernel_size=3, padding="same",
                             dtype="mixed_bfloat16")
