@@ -6,6 +6,7 @@ per-image latency in ms (median over `--repeats` timed calls after one warm-up c
 batch size, and model sizes in MB.
 
 - keras_eager, tf_function, saved_model: captions in, uint8 images out (tokenization inside);
+  saved_model_bfloat16: the same SavedModel with the generator in bfloat16 (`--precision`);
   task_generate: `TextToImage.generate` (traced; adds the seeded noise and the uint8 copy).
 - tflite_float32, tflite_float16: token ids + noise in, float images out (LiteRT, fixed batch;
   the tokenization runs in Python outside the timing).
@@ -74,7 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
     import tensorflow as tf
 
     from mirrorgan_tf import presets
-    from mirrorgan_tf.export.saved_model import export_saved_model, uint8_images
+    from mirrorgan_tf.export.saved_model import (
+        export_saved_model,
+        uint8_images,
+        with_bfloat16_generator,
+    )
     from mirrorgan_tf.export.tflite import export_tflite
     from mirrorgan_tf.task import TextToImage
 
@@ -133,6 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
         result["export_seconds"]["saved_model"] = round(time.perf_counter() - start, 1)
         result["sizes_mb"]["saved_model"] = _folder_mb(saved)
         serving = tf.saved_model.load(saved).signatures["serving_default"]
+        start = time.perf_counter()
+        saved_bf16 = export_saved_model(
+            with_bfloat16_generator(model), tmp, name="mirrorgan_bfloat16"
+        )
+        result["export_seconds"]["saved_model_bfloat16"] = round(time.perf_counter() - start, 1)
+        result["sizes_mb"]["saved_model_bfloat16"] = _folder_mb(saved_bf16)
+        serving_bf16 = tf.saved_model.load(saved_bf16).signatures["serving_default"]
 
         for b in batches:
             batch_captions = captions[:b]
@@ -151,6 +163,12 @@ def main(argv: list[str] | None = None) -> dict:
             )
             latency.setdefault("saved_model", {})[key] = _time_per_image(
                 lambda bc=batch_captions: serving(
+                    captions=tf.constant(bc), seed=tf.range(len(bc), dtype=tf.int32)
+                )["images"].numpy(),
+                b, args.repeats,
+            )
+            latency.setdefault("saved_model_bfloat16", {})[key] = _time_per_image(
+                lambda bc=batch_captions: serving_bf16(
                     captions=tf.constant(bc), seed=tf.range(len(bc), dtype=tf.int32)
                 )["images"].numpy(),
                 b, args.repeats,

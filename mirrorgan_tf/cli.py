@@ -107,6 +107,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         version=args.version,
         quantize=args.quantize,
         batch_size=args.batch_size,
+        precision=args.precision,
     )
     for path in paths:
         print(f"Wrote {path}")
@@ -215,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int, default=1, help="TF Serving version folder")
     export.add_argument("--quantize", choices=["none", "float16", "dynamic"], default="none")
     export.add_argument("--batch-size", type=int, default=1, help="TFLite's fixed batch size")
+    export.add_argument(
+        "--precision", choices=["float32", "bfloat16"], default="float32",
+        help="SavedModel generator compute type (bfloat16: faster on AVX512-BF16 CPUs)",
+    )
     export.set_defaults(func=_cmd_export)
 
     prepare = sub.add_parser("prepare-data", help="write sharded TFRecords of a dataset")

@@ -38,6 +38,7 @@ def export(
     version: int = 1,
     quantize: str = "none",
     batch_size: int = 1,
+    precision: str = "float32",
 ) -> list[str]:
     """Exports a trained run, a preset folder or a named preset (random weights).
 
@@ -50,6 +51,8 @@ def export(
         version: the SavedModel version (`saved_model` only).
         quantize: `none`, `float16` or `dynamic` (`tflite` only).
         batch_size: the fixed TFLite batch size (`tflite` only; the SavedModel takes any batch).
+        precision: `float32` or `bfloat16` (`saved_model` only): the generator's compute type
+            (`saved_model.with_bfloat16_generator`; faster on CPUs with AVX512-BF16).
 
     Returns:
         The paths written: `[version folder, models.config]` or `[.tflite, .tflite.json]`.
@@ -71,21 +74,30 @@ def export(
     if format == "saved_model":
         if quantize != "none" or batch_size != 1:
             raise ValueError(
-                "`quantize` and `batch_size` apply to TFLite only; the SavedModel is float32 "
-                "and takes any batch size."
+                "`quantize` and `batch_size` apply to TFLite only; the SavedModel takes any "
+                "batch size (for a bfloat16 SavedModel, pass `precision`)."
             )
-        from mirrorgan_tf.export.saved_model import MODELS_CONFIG_FILE, export_saved_model
+        from mirrorgan_tf.export.saved_model import (
+            MODELS_CONFIG_FILE,
+            PRECISIONS,
+            export_saved_model,
+            with_bfloat16_generator,
+        )
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be one of {PRECISIONS}; got {precision!r}.")
         out = os.path.abspath(out.rstrip("/\\") or out)
         base, name = os.path.dirname(out), os.path.basename(out)
         model = TextToImage.from_preset(model_path_or_preset, captioner=True)
+        if precision == "bfloat16":
+            model = with_bfloat16_generator(model)
         path = export_saved_model(model, base, name=name, version=version)
         return [path, os.path.join(base, MODELS_CONFIG_FILE)]
 
     from mirrorgan_tf.export.tflite import export_tflite
 
-    if version != 1:
-        raise ValueError("`version` applies to SavedModels only.")
+    if version != 1 or precision != "float32":
+        raise ValueError("`version` and `precision` apply to SavedModels only.")
     if not out.endswith(".tflite"):
         suffix = "" if quantize == "none" else f"_{quantize}"
         out = os.path.join(out, f"mirrorgan{suffix}.tflite")

@@ -351,3 +351,66 @@ def test_export_function_from_a_preset_folder(tmp_path):
         export(folder, tmp_path / "x", format="onnx")
     with pytest.raises(ValueError, match="TFLite only"):
         export(folder, tmp_path / "x", quantize="float16")
+
+
+# Runs in a fresh interpreter: the bfloat16 export with plain TensorFlow only.
+BFLOAT16_LOADER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+
+    path, inputs, out = sys.argv[1:4]
+    data = np.load(inputs)
+    sig = tf.saved_model.load(path).signatures["generate_from_tokens"]
+    result = sig(token_ids=tf.constant(data["token_ids"]), noise=tf.constant(data["noise"]))
+    assert "mirrorgan_tf" not in sys.modules
+    np.savez(out, **{key: value.numpy() for key, value in result.items()})
+    """
+)
+
+
+def test_bfloat16_export_computes_the_generator_in_bfloat16_close_to_float32(tmp_path):
+    from mirrorgan_tf.export import export
+
+    tf.keras.utils.set_random_seed(2)
+    model = tiny_model(with_captioner=False)
+    vocabulary = tmp_path / "vocab.txt"
+    model.tokenizer.vocabulary.save(vocabulary)
+    folder = presets.save_to_preset(
+        str(tmp_path / "preset"),
+        model.config,
+        {"text_encoder": model.text_encoder, "generator": model.generator},
+        vocabulary_path=str(vocabulary),
+    )
+    path = export(folder, tmp_path / "serving" / "tiny", precision="bfloat16")[0]
+    assert signature_names(path) == ["generate_from_tokens", "serving_default"]
+    ops = graph_op_types(path)
+    assert not [op for op in ops if op not in set(tf.raw_ops.__dict__)]
+
+    token_ids = model.tokenizer(tf.constant(CAPTIONS[:3]))[0].numpy()
+    noise = np.random.default_rng(1).normal(size=[3, model.config["z_dim"]]).astype("float32")
+    inputs, out = str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")
+    np.savez(inputs, token_ids=token_ids, noise=noise)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run(
+        [sys.executable, "-c", BFLOAT16_LOADER, path, inputs, out],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-5000:]
+    got = dict(np.load(out))
+
+    words, sentence = model.text_encoder(token_ids, training=False)
+    want = model.generator(
+        noise, sentence, words, tf.not_equal(token_ids, 0), training=False, deterministic=True
+    )["images"]
+    for size, image in zip((64, 128), want, strict=True):
+        image = image.numpy()
+        assert got[f"images_{size}"].dtype == np.float32
+        difference = np.abs(got[f"images_{size}"] - image)
+        # bfloat16 keeps 8 significant bits: close to float32, but not float32.
+        assert 0 < difference.max() <= 0.05, difference.max()
+    with pytest.raises(ValueError, match="precision"):
+        export(folder, tmp_path / "x", format="tflite", precision="bfloat16")
+    with pytest.raises(ValueError, match="precision"):
+        export(folder, tmp_path / "y", precision="float16")
