@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from mirrorgan_tf import presets
 from mirrorgan_tf.data.tokenizer import Tokenizer
-from mirrorgan_tf.task import noise_for_seeds
+from mirrorgan_tf.task import TextToImage, noise_for_seeds
 
 SIGNATURES = ("serving_default", "generate_from_tokens", "caption")
 MODELS_CONFIG_FILE = "models.config"
@@ -244,7 +244,7 @@ def write_models_config(base_dir: str, name: str) -> str:
 PRECISIONS = ("float32", "bfloat16")
 
 
-def with_bfloat16_generator(model):
+def with_bfloat16_generator(model: TextToImage) -> TextToImage:
     """A copy of a `TextToImage` whose generator computes in bfloat16 (same weights).
 
     The generator is rebuilt under the `mixed_bfloat16` policy (float32 weights, bfloat16
@@ -262,8 +262,6 @@ def with_bfloat16_generator(model):
     Example:
     >>> fast = with_bfloat16_generator(TextToImage.from_preset("shapes"))  # doctest: +SKIP
     """
-    from mirrorgan_tf.task import TextToImage
-
     config = {k: v for k, v in model.generator.get_config().items() if k != "dtype"}
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")

@@ -106,7 +106,7 @@ def _transposed(x, kernel):
     )
 
 
-def upsample_conv3x3(x, kernel):
+def upsample_conv3x3(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """`conv3x3_same(nearest_upsample_x2(x), kernel)`, without the 4x larger intermediate.
 
     The 3x3 kernel's taps fold together because nearest up-sampling repeats every input

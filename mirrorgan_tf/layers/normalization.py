@@ -36,7 +36,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     TensorShape([2, 4, 4, 3])
     """
 
-    def fold_into(self, kernel):
+    def fold_into(self, kernel: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """This layer in inference mode folded into the convolution kernel before it.
 
         `bn(conv(x, kernel), training=False) == conv(x, scaled) + shift` (up to float
