@@ -133,18 +133,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     with tempfile.TemporaryDirectory(prefix="mirrorgan-bench-") as tmp:
-        start = time.perf_counter()
-        saved = export_saved_model(model, tmp, name="mirrorgan")
-        result["export_seconds"]["saved_model"] = round(time.perf_counter() - start, 1)
-        result["sizes_mb"]["saved_model"] = _folder_mb(saved)
-        serving = tf.saved_model.load(saved).signatures["serving_default"]
-        start = time.perf_counter()
-        saved_bf16 = export_saved_model(
-            with_bfloat16_generator(model), tmp, name="mirrorgan_bfloat16"
-        )
-        result["export_seconds"]["saved_model_bfloat16"] = round(time.perf_counter() - start, 1)
-        result["sizes_mb"]["saved_model_bfloat16"] = _folder_mb(saved_bf16)
-        serving_bf16 = tf.saved_model.load(saved_bf16).signatures["serving_default"]
+        servings = {}  # latency key -> the loaded SavedModel's serving_default
+        for name, exported in (
+            ("saved_model", model),
+            ("saved_model_bfloat16", with_bfloat16_generator(model)),
+        ):
+            start = time.perf_counter()
+            saved = export_saved_model(exported, tmp, name=name)
+            result["export_seconds"][name] = round(time.perf_counter() - start, 1)
+            result["sizes_mb"][name] = _folder_mb(saved)
+            servings[name] = tf.saved_model.load(saved).signatures["serving_default"]
 
         for b in batches:
             batch_captions = captions[:b]
@@ -161,18 +159,13 @@ def main(argv: list[str] | None = None) -> dict:
                 lambda bc=batch_captions, n=noise: generate_graph(tf.constant(bc), n).numpy(),
                 b, args.repeats,
             )
-            latency.setdefault("saved_model", {})[key] = _time_per_image(
-                lambda bc=batch_captions: serving(
-                    captions=tf.constant(bc), seed=tf.range(len(bc), dtype=tf.int32)
-                )["images"].numpy(),
-                b, args.repeats,
-            )
-            latency.setdefault("saved_model_bfloat16", {})[key] = _time_per_image(
-                lambda bc=batch_captions: serving_bf16(
-                    captions=tf.constant(bc), seed=tf.range(len(bc), dtype=tf.int32)
-                )["images"].numpy(),
-                b, args.repeats,
-            )
+            for name, serving in servings.items():
+                latency.setdefault(name, {})[key] = _time_per_image(
+                    lambda bc=batch_captions, s=serving: s(
+                        captions=tf.constant(bc), seed=tf.range(len(bc), dtype=tf.int32)
+                    )["images"].numpy(),
+                    b, args.repeats,
+                )
             print(f"batch {b}: {json.dumps({k: v[key] for k, v in latency.items()})}",
                   file=sys.stderr, flush=True)
 
