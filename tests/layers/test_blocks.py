@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mirrorgan_tf.layers import GLU, ConditioningAugmentation, ResidualBlock, UpBlock
 
@@ -43,6 +44,18 @@ def test_glu_keeps_first_half_gated_by_second():
     x = np.random.default_rng(0).normal(size=[2, 3, 6]).astype("float32")
     y = GLU()(x)
     np.testing.assert_allclose(y, x[..., :3] * _sigmoid(x[..., 3:]), rtol=1e-6, atol=1e-6)
+
+
+def test_glu_gradient_matches_the_analytic_one():
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=[2, 4, 4, 6]).astype("float32"))
+    weights = rng.normal(size=[2, 4, 4, 3]).astype("float32")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(GLU()(x) * weights)
+    value, gate = x.numpy()[..., :3], _sigmoid(x.numpy()[..., 3:])
+    expected = np.concatenate([weights * gate, weights * value * gate * (1 - gate)], axis=-1)
+    np.testing.assert_allclose(tape.gradient(loss, x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_glu_rejects_odd_channels():
