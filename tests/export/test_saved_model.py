@@ -87,6 +87,25 @@ def save_tiny_preset(model: TextToImage, tmp_path) -> str:
     )
 
 
+def keras_from_tokens(model: TextToImage, token_ids, noise) -> dict:
+    """The Keras generator's output for token ids and noise: what `generate_from_tokens` serves."""
+    words, sentence = model.text_encoder(token_ids, training=False)
+    return model.generator(
+        noise, sentence, words, tf.not_equal(token_ids, 0), training=False, deterministic=True
+    )
+
+
+def run_loader(script: str, path: str, inputs: str, out: str, cwd: str) -> tuple[dict, str]:
+    """Runs a loader script as `python -c script path inputs out`; returns its saved arrays."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run(
+        [sys.executable, "-c", script, path, inputs, out],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    return dict(np.load(out)), run.stdout
+
+
 def non_core_ops(path) -> list[str]:
     """The op types of a SavedModel that are not core TensorFlow ops (raw_ops lists only those)."""
     registered = set(tf.raw_ops.__dict__)
@@ -170,14 +189,9 @@ def exported(tmp_path_factory):
         [cli, "show", "--dir", path, "--all"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
-    run = subprocess.run(
-        [sys.executable, "-c", LOADER, path, inputs, out],
-        capture_output=True, text=True, env=env, cwd=str(base), timeout=600,
-    )
+    results, stdout = run_loader(LOADER, path, inputs, out, str(base))
     show_output, _ = show.communicate(timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    assert "LOADER OK" in run.stdout
-    results = dict(np.load(out))
+    assert "LOADER OK" in stdout
     return {
         "model": model,
         "path": path,
@@ -281,11 +295,7 @@ def test_generate_from_tokens_matches_keras(exported):
     model, results = exported["model"], exported["results"]
     token_ids = safe_token_ids(exported["token_ids"], model.tokenizer.vocab_size, 1)
     assert int(token_ids[2, 4]) == model.tokenizer.oov_id
-    words, sentence = model.text_encoder(token_ids, training=False)
-    out = model.generator(
-        exported["noise"], sentence, words, tf.not_equal(token_ids, 0),
-        training=False, deterministic=True,
-    )
+    out = keras_from_tokens(model, token_ids, exported["noise"])
     for size, image in zip((64, 128), out["images"], strict=True):
         got = results[f"tokens/images_{size}"]
         assert got.dtype == np.float32 and got.shape == tuple(image.shape)
@@ -394,18 +404,9 @@ def test_bfloat16_export_computes_the_generator_in_bfloat16_close_to_float32(tmp
     noise = np.random.default_rng(1).normal(size=[3, model.config["z_dim"]]).astype("float32")
     inputs, out = str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")
     np.savez(inputs, token_ids=token_ids, noise=noise)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    run = subprocess.run(
-        [sys.executable, "-c", BFLOAT16_LOADER, path, inputs, out],
-        capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-5000:]
-    got = dict(np.load(out))
+    got, _ = run_loader(BFLOAT16_LOADER, path, inputs, out, str(tmp_path))
 
-    words, sentence = model.text_encoder(token_ids, training=False)
-    want = model.generator(
-        noise, sentence, words, tf.not_equal(token_ids, 0), training=False, deterministic=True
-    )["images"]
+    want = keras_from_tokens(model, token_ids, noise)["images"]
     for size, image in zip((64, 128), want, strict=True):
         image = image.numpy()
         assert got[f"images_{size}"].dtype == np.float32
