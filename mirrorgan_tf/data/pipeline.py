@@ -1,6 +1,7 @@
 """One entry point to every data source: `shapes`, an AttnGAN-layout folder, TFRecords.
 
-`--data` of the command line is resolved here: the word `shapes` is the built-in dataset, a
+`--data` of the command line is resolved here: the word `shapes` is the built-in dataset
+(`shapes:easy`, `shapes:medium`, `shapes:full` its difficulty levels; `shapes` is `full`), a
 folder holding `captions.pickle` is the AttnGAN layout (CUB-200 birds or COCO), and anything
 else is the prefix of TFRecords written by `mirrorgan-tf prepare-data`.
 """
@@ -20,20 +21,48 @@ from mirrorgan_tf.data.vocabulary import Vocabulary
 SHAPES_SPLIT_SIZES = {"train": 4096, "test": 512}
 
 
+def shapes_level(data: str) -> str | None:
+    """The difficulty level `data` names for the built-in dataset, or None for other data.
+
+    Args:
+        data: `shapes` (the `full` level), `shapes:LEVEL`, or any other data source.
+
+    Raises:
+        ValueError: for `shapes:` followed by an unknown level.
+
+    Example:
+    >>> shapes_level("shapes:easy"), shapes_level("shapes"), shapes_level("data/birds")
+    ('easy', 'full', None)
+    """
+    name, sep, level = str(data).partition(":")
+    if name != "shapes":
+        return None
+    from mirrorgan_tf.data.shapes import DEFAULT_LEVEL, LEVELS
+
+    if not sep:
+        return DEFAULT_LEVEL
+    if level not in LEVELS:
+        raise ValueError(
+            f"--data {data!r}: unknown level {level!r} of the built-in dataset; expected "
+            f"shapes or one of {', '.join('shapes:' + k for k in LEVELS)}."
+        )
+    return level
+
+
 def data_kind(data: str) -> str:
     """`shapes`, `attngan` or `tfrecords`.
 
     Args:
-        data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
+        data: `shapes` or `shapes:LEVEL`, an AttnGAN-layout folder, or a TFRecords prefix.
 
     Raises:
         ValueError: when `data` is none of them.
 
     Example:
-    >>> data_kind("shapes")
-    'shapes'
+    >>> data_kind("shapes"), data_kind("shapes:easy")
+    ('shapes', 'shapes')
     """
-    if data == "shapes":
+    if shapes_level(data) is not None:
         return "shapes"
     if os.path.isdir(data):
         if os.path.exists(os.path.join(data, "captions.pickle")):
@@ -135,6 +164,7 @@ def open_dataset(
             num_stages=num_stages,
             seed=seed,
             training=training,
+            level=shapes_level(data),
         )
     if kind == "attngan":
         from mirrorgan_tf.data.attngan import AttnGANDataset
@@ -174,9 +204,76 @@ def sample_captions(data: str, count: int = 4, split: str = "test") -> list[str]
     if kind == "shapes":
         from mirrorgan_tf.data.shapes import ShapesDataset
 
-        shapes = ShapesDataset(split, num_images=count, image_size=64, num_stages=1)
+        shapes = ShapesDataset(
+            split, num_images=count, image_size=64, num_stages=1, level=shapes_level(data)
+        )
         return [shapes.captions(i)[0] for i in range(count)]
     # The other sources keep the raw text in each element's "caption".
     config = {"num_stages": 1, "words_num": 18}
     dataset = open_dataset(data, split, None, config, training=False, seed=0).take(count)
     return [element["caption"].numpy().decode("utf-8") for element in dataset]
+
+
+def curriculum_schedule(
+    curriculum: str, steps: int, multiple_of: int = 1
+) -> list[tuple[int, str]]:
+    """Turns a curriculum of built-in dataset levels into `(end_step, data)` segments.
+
+    `curriculum` is `LEVEL:STEPS,LEVEL:STEPS,...,LEVEL`: each level trains for its steps in
+    turn, and the last may omit its count to train until `steps`.
+
+    Args:
+        curriculum: e.g. `"easy:2000,medium:2000,full"`.
+        steps: the run's total steps.
+        multiple_of: every level change must fall on a multiple of this (the checkpoint
+            interval, so that a resumed run restarts at the level it stopped in).
+
+    Returns:
+        `[(end_step, "shapes:LEVEL"), ...]`, the last ending at `steps`.
+
+    Raises:
+        ValueError: for an unknown level, a bad count, or steps that do not add up.
+
+    Example:
+    >>> curriculum_schedule("easy:200,medium:200,full", 1000)
+    [(200, 'shapes:easy'), (400, 'shapes:medium'), (1000, 'shapes:full')]
+    """
+    entries = [e.strip() for e in str(curriculum).split(",") if e.strip()]
+    if not entries:
+        raise ValueError("--curriculum is empty; expected LEVEL:STEPS,...,LEVEL.")
+    schedule, end = [], 0
+    for k, entry in enumerate(entries):
+        level, sep, count = entry.partition(":")
+        data = f"shapes:{level}"
+        shapes_level(data)  # raises for an unknown level
+        if not sep:
+            if k != len(entries) - 1:
+                raise ValueError(
+                    f"--curriculum {curriculum!r}: only the last level may omit its step count."
+                )
+            end = steps
+        else:
+            try:
+                n = int(count)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise ValueError(
+                    f"--curriculum {curriculum!r}: {entry!r} needs a positive step count."
+                )
+            end += n
+        if end > steps or (k == len(entries) - 1 and end != steps):
+            raise ValueError(
+                f"--curriculum {curriculum!r} covers {end:,} steps but the run has {steps:,}; "
+                "give the last level no step count to train it until the end."
+            )
+        if k < len(entries) - 1 and end % multiple_of:
+            raise ValueError(
+                f"--curriculum {curriculum!r}: the level change at step {end:,} is not a "
+                f"multiple of --checkpoint-every ({multiple_of}), so a resumed run could not "
+                "restart at the right level."
+            )
+        if schedule and end <= schedule[-1][0]:
+            raise ValueError(f"--curriculum {curriculum!r}: {entry!r} trains no steps.")
+        schedule.append((end, data))
+    return schedule

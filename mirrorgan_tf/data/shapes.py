@@ -21,6 +21,13 @@ training scene, and the first shape of every test scene is one of them, so each 
 describes a scene no training caption describes (a compositional-generalisation split, like
 CLEVR-CoGenT). Class ids (for DAMSM same-class negative masking) index the first shape's
 (shape, colour) pair and cover all 40 pairs in both splits.
+
+Difficulty levels (`LEVELS`, `--data shapes:LEVEL`): `easy` draws one large shape on a plain
+background, `medium` one shape of either size on a plain or gradient background, and `full`
+(the default, `--data shapes`) the distribution above. Every level's captions name colour,
+shape, size and position, and every level's test split holds only held-out combinations (at
+`easy`, the large ones of `HELD_OUT_COMBINATIONS`). At `full`, scene `i` is the same scene
+whichever code path asks for it: the levels only narrow what the random draws choose from.
 """
 
 from __future__ import annotations
@@ -100,6 +107,65 @@ def _unit_polygons() -> dict[str, np.ndarray]:
 
 
 _POLYGONS = _unit_polygons()
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapesLevel:
+    """A difficulty level of the dataset: which scenes its draws choose from.
+
+    Args:
+        name: the level's name (`--data shapes:NAME`).
+        two_shape_fraction: the probability of a second shape.
+        sizes: the sizes a shape may have.
+        backgrounds: the backgrounds a scene may have.
+        description: one line for `--help` and the README.
+
+    Example:
+        >>> LEVELS["easy"].sizes, LEVELS["easy"].backgrounds
+        (('large',), ('plain',))
+    """
+
+    name: str
+    two_shape_fraction: float
+    sizes: tuple[str, ...]
+    backgrounds: tuple[str, ...]
+    description: str
+
+
+LEVELS: dict[str, ShapesLevel] = {
+    level.name: level
+    for level in (
+        ShapesLevel("easy", 0.0, ("large",), ("plain",),
+                    "one large shape on a plain background"),
+        ShapesLevel("medium", 0.0, SIZES, ("plain", "gradient"),
+                    "one shape of either size on a plain or gradient background"),
+        ShapesLevel("full", 0.5, SIZES, BACKGROUNDS,
+                    "one or two shapes of either size on plain or textured backgrounds"),
+    )
+}
+DEFAULT_LEVEL = "full"
+
+
+def get_level(level: str | ShapesLevel) -> ShapesLevel:
+    """The `ShapesLevel` named `level` (or `level` itself).
+
+    Args:
+        level: a name from `LEVELS`, or a `ShapesLevel`.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+        >>> get_level("medium").two_shape_fraction
+        0.0
+    """
+    if isinstance(level, ShapesLevel):
+        return level
+    if level not in LEVELS:
+        raise ValueError(
+            f"unknown shapes level {level!r}; expected one of {list(LEVELS)}"
+        )
+    return LEVELS[level]
 
 
 def shape_geometry(shape: str) -> tuple[float, tuple[float, float]]:
@@ -678,32 +744,52 @@ def _jittered(combination, rng: np.random.Generator) -> ShapeSpec:
     return ShapeSpec(shape, colour, size, position, extent, offset)
 
 
-def sample_scene(seed: int, split: str, index: int, two_shape_fraction: float = 0.5) -> SceneSpec:
-    """Scene `index` of a split: a deterministic function of `(seed, split, index)`.
+def sample_scene(
+    seed: int,
+    split: str,
+    index: int,
+    two_shape_fraction: float | None = None,
+    level: str | ShapesLevel = DEFAULT_LEVEL,
+) -> SceneSpec:
+    """Scene `index` of a split: a deterministic function of `(seed, split, index, level)`.
 
     Args:
         seed: the data seed.
         split: `"train"` or `"test"`.
         index: the scene index.
-        two_shape_fraction: the probability of a second shape.
+        two_shape_fraction: the probability of a second shape (default: the level's).
+        level: the difficulty level (`LEVELS`); `full` is the whole distribution.
 
     Example:
         >>> sample_scene(0, "train", 3) == sample_scene(0, "train", 3)
         True
+        >>> sample_scene(0, "test", 3, level="easy").shapes[0].size
+        'large'
     """
     if split not in _SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(_SPLITS)}")
+    level = get_level(level)
+    if two_shape_fraction is None:
+        two_shape_fraction = level.two_shape_fraction
     rng = np.random.default_rng([int(seed), _SPLITS[split], int(index)])
-    pool = _TRAIN_COMBINATIONS if split == "train" else _TEST_COMBINATIONS
+    pool = _level_pool(level, _TRAIN_COMBINATIONS if split == "train" else _TEST_COMBINATIONS)
     first = pool[rng.integers(len(pool))]
     shapes = [_jittered(first, rng)]
     if rng.uniform() < two_shape_fraction:
         # Train scenes hold no held-out combination; a test scene's second shape may be any.
         pool = _TRAIN_COMBINATIONS if split == "train" else _ALL_COMBINATIONS
-        pool = [c for c in pool if c[3] != first[3]]
+        pool = [c for c in _level_pool(level, pool) if c[3] != first[3]]
         shapes.append(_jittered(pool[rng.integers(len(pool))], rng))
-    background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
+    background = level.backgrounds[rng.integers(len(level.backgrounds))]
     return SceneSpec(tuple(shapes), background, int(rng.integers(2**31)))
+
+
+@functools.cache
+def _level_pool(level: ShapesLevel, pool: tuple) -> tuple:
+    """The combinations of `pool` whose size the level allows (`pool` itself at `full`)."""
+    if set(level.sizes) == set(SIZES):
+        return pool
+    return tuple(c for c in pool if c[2] in level.sizes)
 
 
 class ShapesDataset:
@@ -717,7 +803,8 @@ class ShapesDataset:
         image_size: the side of the largest image.
         num_stages: the number of generator stages (image scales) served by `make_dataset`.
         captions_per_image: distinct captions per image.
-        two_shape_fraction: the fraction of scenes with two shapes.
+        two_shape_fraction: the fraction of scenes with two shapes (default: the level's).
+        level: the difficulty level (`LEVELS`: `easy`, `medium`, `full`).
 
     Example:
         >>> data = ShapesDataset("train", num_images=100, image_size=64)
@@ -733,8 +820,12 @@ class ShapesDataset:
         image_size: int = 256,
         num_stages: int = 3,
         captions_per_image: int = 10,
-        two_shape_fraction: float = 0.5,
+        two_shape_fraction: float | None = None,
+        level: str | ShapesLevel = DEFAULT_LEVEL,
     ):
+        self.level = get_level(level)
+        if two_shape_fraction is None:
+            two_shape_fraction = self.level.two_shape_fraction
         if split not in _SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {list(_SPLITS)}")
         if num_images < 1:
@@ -755,7 +846,7 @@ class ShapesDataset:
         self.captions_per_image = int(captions_per_image)
         self.two_shape_fraction = float(two_shape_fraction)
         self._scenes = [
-            sample_scene(self.seed, split, i, self.two_shape_fraction)
+            sample_scene(self.seed, split, i, self.two_shape_fraction, self.level)
             for i in range(self.num_images)
         ]
 
@@ -787,8 +878,9 @@ class ShapesDataset:
         return self._scenes[index].class_id
 
     def key(self, index: int) -> str:
-        """A name for image `index`, e.g. `"shapes/train/000042"`."""
-        return f"shapes/{self.split}/{index:06d}"
+        """A name for image `index`, e.g. `"shapes/train/000042"` (`"shapes:easy/..."`)."""
+        prefix = "shapes" if self.level.name == DEFAULT_LEVEL else f"shapes:{self.level.name}"
+        return f"{prefix}/{self.split}/{index:06d}"
 
 
 def make_dataset(
@@ -801,6 +893,7 @@ def make_dataset(
     training: bool = True,
     all_captions: bool = False,
     cache: bool | None = None,
+    level: str | ShapesLevel = DEFAULT_LEVEL,
 ):
     """A `tf.data.Dataset` of captioned-shapes examples in the data contract's layout.
 
@@ -823,6 +916,7 @@ def make_dataset(
         training: shuffle and draw captions at random.
         all_captions: one element per (image, caption) pair instead of per image.
         cache: keep rendered images in memory; default: when they take at most 512 MiB.
+        level: the difficulty level (`LEVELS`).
 
     Example:
         >>> from mirrorgan_tf.data.tokenizer import Tokenizer
@@ -833,7 +927,7 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    data = ShapesDataset(split, num_images, seed, image_size, num_stages)
+    data = ShapesDataset(split, num_images, seed, image_size, num_stages, level=level)
     n, per_image = len(data), data.captions_per_image
     all_texts = tf.constant([data.captions(i) for i in range(n)], tf.string)  # [n, C]
     class_ids = tf.constant([data.class_id(i) for i in range(n)], tf.int32)

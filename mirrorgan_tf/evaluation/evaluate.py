@@ -99,7 +99,10 @@ def _caption_passes(data, split, tokenizer, config, seed, num_images) -> Iterato
         from mirrorgan_tf.data.shapes import ShapesDataset
 
         # Captions only: no image is rendered (make_dataset would render and cache each one).
-        shapes = ShapesDataset(split, num_images=size, image_size=64, num_stages=1)
+        shapes = ShapesDataset(
+            split, num_images=size, image_size=64, num_stages=1,
+            level=pipeline.shapes_level(data),
+        )
         yield from (shapes.captions(i)[0] for i in range(size))
         for epoch in itertools.count(1):
             rng = np.random.default_rng([seed, epoch])

@@ -288,3 +288,55 @@ def test_dataset_validation():
         ShapesDataset("valid", 4)
     with pytest.raises(ValueError, match="divisible"):
         ShapesDataset("train", 4, image_size=98, num_stages=3)
+
+
+# --- Difficulty levels ----------------------------------------------------------------------
+
+
+def test_full_level_is_the_distribution_from_before_levels_existed():
+    # Recorded from the code before levels existed: the default level draws the same scenes.
+    scene = sample_scene(0, "train", 0)
+    assert scene == sample_scene(0, "train", 0, level="full")
+    assert scene.attributes == (("star", "yellow", "small", "top left"),)
+    assert (scene.background, scene.background_seed) == ("stripes", 1394609703)
+    assert sample_scene(0, "test", 1).attributes == (
+        ("star", "green", "small", "left"), ("star", "orange", "large", "bottom right"))
+
+
+@pytest.mark.parametrize("level", sorted(shapes.LEVELS))
+def test_every_level_keeps_its_limits_and_a_compositional_test_split(level):
+    spec = shapes.LEVELS[level]
+    train = [sample_scene(0, "train", i, level=level) for i in range(400)]
+    test = [sample_scene(0, "test", i, level=level) for i in range(200)]
+    for scene in train + test:
+        assert scene.background in spec.backgrounds
+        assert all(s.size in spec.sizes for s in scene.shapes)
+        if spec.two_shape_fraction == 0:
+            assert len(scene.shapes) == 1
+    # Every backgrounds and size the level allows occurs.
+    assert {s.background for s in train} == set(spec.backgrounds)
+    assert {x.size for s in train for x in s.shapes} == set(spec.sizes)
+    # No training scene holds a held-out combination; every test scene's first shape is one.
+    assert not any(x.attributes in HELD_OUT_COMBINATIONS for s in train for x in s.shapes)
+    assert all(s.shapes[0].attributes in HELD_OUT_COMBINATIONS for s in test)
+    # Captions name all four attributes at every level.
+    data = ShapesDataset("test", num_images=20, image_size=64, num_stages=1, level=level)
+    for i in range(20):
+        for caption in data.captions(i):
+            assert parse_caption(caption).attributes == data.scene(i).attributes
+
+
+def test_unknown_level_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="unknown shapes level 'hard'.*easy"):
+        ShapesDataset("train", num_images=2, level="hard")
+
+
+def test_make_dataset_draws_the_levels_scenes():
+    tokenizer = Tokenizer(shapes_vocabulary(), MAX_CAPTION_WORDS)
+    ds = make_dataset("train", tokenizer, 8, image_size=64, num_stages=1, level="easy",
+                      training=False)
+    data = ShapesDataset("train", num_images=8, image_size=64, num_stages=1, level="easy")
+    for i, element in enumerate(ds):
+        np.testing.assert_allclose(element["images"][0].numpy(),
+                                   data.image(i) / 127.5 - 1.0, atol=1e-6)
+        assert element["key"].numpy().decode() == f"shapes:easy/train/{i:06d}"
