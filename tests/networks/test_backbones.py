@@ -133,3 +133,39 @@ def test_small_backbone_resize_sends_gradients_to_every_pixel():
         touched = np.mean(np.asarray(tape.gradient(total, images)) != 0)
         assert abs(touched - expected_fraction) < 0.01, backbone
     assert resize_for_backbone(images, None, "small") is images
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_antialiased_downscale_is_tensorflows_antialiased_resize(factor):
+    import tensorflow as tf
+
+    from mirrorgan_tf.networks.backbones import antialiased_downscale
+
+    images = tf.constant(np.random.default_rng(1).normal(size=[2, 64, 64, 3]), tf.float32)
+    expected = tf.image.resize(images, [64 // factor] * 2, "bilinear", antialias=True)
+    np.testing.assert_allclose(antialiased_downscale(images, factor), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="even"):
+        antialiased_downscale(images, 3)
+
+
+def test_small_backbone_resize_compiles_with_xla():
+    # XLA has no kernel for ScaleAndTranslate (the antialiased resize): the small trunk's
+    # resize from 256 px and to the same size must not need it.
+    import tensorflow as tf
+
+    from mirrorgan_tf.networks.backbones import resize_for_backbone
+
+    for size in (256, 64):
+        images = tf.constant(np.random.default_rng(2).normal(size=[1, size, size, 3]),
+                             tf.float32)
+
+        @tf.function(jit_compile=True)
+        def resize_and_grad(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                total = tf.reduce_sum(resize_for_backbone(x, 64, "small") ** 2)
+            return tape.gradient(total, x)
+
+        assert resize_and_grad(images).shape == images.shape
+    same = tf.zeros([1, 64, 64, 3])
+    assert resize_for_backbone(same, 64, "small") is same
