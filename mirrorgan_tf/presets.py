@@ -69,6 +69,8 @@ _BASE_CONFIG: dict[str, Any] = {
         "caption_loss_weight": 10.0,  # lambda of the paper's L_G = sum_i L_Gi + lambda L_stream
         "damsm_loss_weight": 0.0,  # AttnGAN-style DAMSM term; MirrorGAN birds uses none
         "kl_loss_weight": 1.0,
+        # False: train with conditioning augmentation's c_code = mu (a recipe option)
+        "ca_noise": True,
         "ema_decay": 0.999,
         "damsm_learning_rate": 2e-3,
         "damsm_lr_decay_per_epoch": 0.98,

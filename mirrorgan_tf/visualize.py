@@ -122,3 +122,69 @@ def save_image_grid(images: np.ndarray, path: str, titles: Sequence[str] | None 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+CURVE_ATTRIBUTES = ("colour", "shape", "size", "position")
+
+
+def save_learning_curve(
+    rows: Sequence[dict[str, Any]],
+    path: str,
+    chance: dict[str, float] | None = None,
+    title: str | None = None,
+) -> str:
+    """Plots shapes-consistency scores against the number of training images seen.
+
+    One line per attribute; the chance level of each as a dotted line of the same colour;
+    a vertical line and the level's name where the trained level (`train_level`) changes.
+
+    Args:
+        rows: dicts with `images_seen`, the attributes of `CURVE_ATTRIBUTES` and, optionally,
+            `train_level` (e.g. the rows of a run's `learning_curve.csv`).
+        path: the PNG to write.
+        chance: the attributes' chance scores, or None.
+        title: the figure's title.
+
+    Returns:
+        `path`.
+
+    Example:
+    >>> rows = [{"images_seen": 800 * k, "colour": k / 4, "shape": 0.2, "size": 0.5,
+    ...          "position": k / 5} for k in range(1, 4)]
+    >>> save_learning_curve(rows, "/tmp/curve.png")
+    '/tmp/curve.png'
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    seen = [float(r["images_seen"]) for r in rows]
+    for k, attribute in enumerate(CURVE_ATTRIBUTES):
+        colour = f"C{k}"
+        ax.plot(seen, [float(r[attribute]) for r in rows], "o-", color=colour, ms=3,
+                label=attribute)
+        if chance is not None and attribute in chance:
+            ax.axhline(float(chance[attribute]), color=colour, ls=":", lw=1)
+    previous = None
+    for r, x in zip(rows, seen, strict=True):
+        level = r.get("train_level")
+        if level and level != previous:
+            if previous is not None:
+                ax.axvline(x, color="grey", lw=0.8)
+            ax.text(x, 1.02, f" {level}", fontsize=8, color="grey", va="bottom")
+            previous = level
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel("training images seen")
+    ax.set_ylabel("shapes consistency (held-out captions)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, ncol=2,
+              title="dotted: chance" if chance is not None else None, title_fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10, pad=16)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

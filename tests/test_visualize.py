@@ -34,3 +34,15 @@ def test_a_three_stage_grid_draws_every_stage_and_word(tmp_path):
     # 3 stages and 5 attention maps per row, each 2 inches at 80 dpi.
     assert pixels.shape[1] == 8 * 2 * 80
     assert pixels[:, -3:].min() >= 250
+
+
+def test_learning_curve_plot(tmp_path):
+    from mirrorgan_tf.visualize import save_learning_curve
+
+    rows = [{"images_seen": 8 * k, "colour": k / 10, "shape": 0.2, "size": 0.5,
+             "position": 0.3, "train_level": "easy" if k < 3 else "full"} for k in range(1, 6)]
+    path = save_learning_curve(rows, str(tmp_path / "curve.png"),
+                               chance={"colour": 0.14, "shape": 0.2}, title="demo")
+    image = np.asarray(Image.open(path))
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 10  # lines, not a blank canvas

@@ -1,7 +1,8 @@
-"""Callbacks of the training runs: checkpoints, non-finite losses, sample grids."""
+"""Callbacks of the training runs: checkpoints, non-finite losses, sample grids, curves."""
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -140,3 +141,102 @@ class SampleGrid(keras.callbacks.Callback):
                     "samples", np.asarray(result["images"][-1]), step=step, max_outputs=8
                 )
             self.writer.flush()
+
+
+class LearningCurve(keras.callbacks.Callback):
+    """Every `every` steps, scores the generator and keeps the curve: CSV, PNG, TensorBoard.
+
+    `evaluate()` returns the scores (e.g. the shapes consistency of the moving-average
+    generator on held-out captions). Each evaluation becomes a row of `csv_path` (`step`,
+    `images_seen`, `train_level`, then the scores) and a point of the plot at `png_path`
+    (`visualize.save_learning_curve`), and `eval/NAME` scalars in TensorBoard. A resumed run
+    replaces the rows of steps it trains again, so the file never holds two rows of a step.
+
+    Args:
+        evaluate: a function returning name -> score.
+        every: evaluate when the global step is a multiple of this.
+        steps_per_epoch: the chunk length (to turn Keras' epoch and batch into a step).
+        batch_size: the global batch size (images seen = step x batch size).
+        csv_path: the CSV to keep.
+        png_path: the plot to redraw after each evaluation.
+        train_level: a function step -> the name of the data (level) trained at that step.
+        chance: chance scores drawn as dotted lines, or None.
+        tensorboard_dir: where to write the scalars, or None.
+
+    Example:
+    >>> LearningCurve(lambda: {"colour": 0.5}, 500, 100, 8, "runs/x/learning_curve.csv",
+    ...               "runs/x/learning_curve.png")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[[], Mapping[str, float]],
+        every: int,
+        steps_per_epoch: int,
+        batch_size: int,
+        csv_path: str,
+        png_path: str,
+        train_level: Callable[[int], str] | None = None,
+        chance: Mapping[str, float] | None = None,
+        tensorboard_dir: str | None = None,
+    ):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"`every` must be a positive number of steps; got {every}.")
+        self.evaluate = evaluate
+        self.every = int(every)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.batch_size = int(batch_size)
+        self.csv_path = csv_path
+        self.png_path = png_path
+        self.train_level = train_level
+        self.chance = dict(chance) if chance is not None else None
+        self.writer = (
+            tf.summary.create_file_writer(os.path.join(tensorboard_dir, "eval"))
+            if tensorboard_dir
+            else None
+        )
+        self._epoch = 0
+
+    def rows(self) -> list[dict[str, str]]:
+        """The rows of the CSV so far (empty before the first evaluation)."""
+        if not os.path.exists(self.csv_path):
+            return []
+        with open(self.csv_path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch * self.steps_per_epoch + int(batch) + 1
+        if step % self.every == 0:
+            self.record(step)
+
+    def record(self, step: int) -> dict:
+        """Evaluates now, as step `step`, and writes the row, the plot and the scalars."""
+        scores = {k: round(float(v), 4) for k, v in self.evaluate().items()}
+        row = {
+            "step": step,
+            "images_seen": step * self.batch_size,
+            "train_level": self.train_level(step) if self.train_level else "",
+            **scores,
+        }
+        rows = [r for r in self.rows() if int(r["step"]) < step] + [row]
+        fields = list(row)
+        os.makedirs(os.path.dirname(os.path.abspath(self.csv_path)), exist_ok=True)
+        partial = self.csv_path + ".partial"
+        with open(partial, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(partial, self.csv_path)
+        from mirrorgan_tf.visualize import save_learning_curve
+
+        save_learning_curve(rows, self.png_path, chance=self.chance)
+        if self.writer is not None:
+            with self.writer.as_default():
+                for name, value in scores.items():
+                    tf.summary.scalar(f"eval/{name}", value, step=step)
+            self.writer.flush()
+        return row

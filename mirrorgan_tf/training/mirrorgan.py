@@ -64,6 +64,8 @@ class MirrorGANTrainer(PrebuiltTrainer):
         ema_decay: decay of the generator's moving average (published: 0.999).
         gamma1, gamma2, gamma3: DAMSM smoothing factors, used by the DAMSM term only.
         seed: seed of the noise and conditioning-augmentation draws.
+        ca_noise: sample conditioning augmentation's c_code = mu + sigma * eps, as published;
+            False trains with c_code = mu (DEVIATION, a recipe option: see the README).
 
     Example:
     >>> trainer = MirrorGANTrainer(text_encoder, generator, [d64, d128, d256], captioner)
@@ -86,6 +88,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         gamma2: float = 5.0,
         gamma3: float = 10.0,
         seed: int | None = None,
+        ca_noise: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -123,6 +126,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         self.ema_decay = float(ema_decay)
         self.gamma1, self.gamma2, self.gamma3 = float(gamma1), float(gamma2), float(gamma3)
         self.seed = seed
+        self.ca_noise = bool(ca_noise)
         # === Trackers ===
         sizes = [d.image_size for d in self.discriminators]
         names = ["d_loss", "g_loss", "kl_loss", "caption_loss", "damsm_loss"]
@@ -260,7 +264,8 @@ class MirrorGANTrainer(PrebuiltTrainer):
             share = tf.cast(batch, tf.float32) / tf.cast(rows[1], tf.float32)
 
         with tf.GradientTape() as g_tape:
-            out = self.generator(noise, sentence, words, word_mask, training=True)
+            out = self.generator(noise, sentence, words, word_mask, training=True,
+                                 deterministic=not self.ca_noise)
             fake_images = out["images"]
             with g_tape.stop_recording():
                 # Discriminators first, on the detached images (published order).

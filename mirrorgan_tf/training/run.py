@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -32,7 +33,12 @@ from mirrorgan_tf.data import pipeline
 from mirrorgan_tf.data.tokenizer import Tokenizer
 from mirrorgan_tf.data.vocabulary import Vocabulary
 from mirrorgan_tf.task import RUN_MODEL_DIR, TextToImage, resolve_preset
-from mirrorgan_tf.training.callbacks import Checkpoint, SampleGrid, StopOnNonFiniteLoss
+from mirrorgan_tf.training.callbacks import (
+    Checkpoint,
+    LearningCurve,
+    SampleGrid,
+    StopOnNonFiniteLoss,
+)
 from mirrorgan_tf.training.captioner import CaptionerTrainer
 from mirrorgan_tf.training.checkpoints import latest_checkpoint, restore_checkpoint
 from mirrorgan_tf.training.damsm import DAMSMTrainer, damsm_optimizer
@@ -121,13 +127,14 @@ class _Run:
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 previous = json.load(f)
-            for key in ("kind", "preset", "data"):
+            for key in ("kind", "preset", "data", "curriculum"):
                 if previous.get(key) != {**arguments, "kind": kind}.get(key):
                     raise ValueError(
                         f"{out!r} holds a {previous.get('kind')} run of preset "
-                        f"{previous.get('preset')!r} on {previous.get('data')!r}; it cannot be "
-                        f"resumed as a {kind} run of {arguments.get('preset')!r} on "
-                        f"{arguments.get('data')!r}. Use another --out folder."
+                        f"{previous.get('preset')!r} on {previous.get('data')!r} (curriculum "
+                        f"{previous.get('curriculum')}); it cannot be resumed as a {kind} run "
+                        f"of {arguments.get('preset')!r} on {arguments.get('data')!r} "
+                        f"(curriculum {arguments.get('curriculum')}). Use another --out folder."
                     )
         else:
             with open(path, "w", encoding="utf-8") as f:
@@ -156,14 +163,20 @@ class _Run:
         self,
         trainer: keras.Model,
         optimizers,
-        dataset: tf.data.Dataset,
-        steps: int,
+        datasets: list[tuple[int, Callable[[], tf.data.Dataset]]],
         checkpoint_every: int,
         save_model,
         extra_callbacks=(),
         verbose: int | str = "auto",
     ) -> dict[str, Any]:
-        """Trains `steps` steps in chunks of `checkpoint_every`, resuming when possible."""
+        """Trains in chunks of `checkpoint_every` steps, resuming when possible.
+
+        `datasets` is a schedule `[(end_step, make_dataset), ...]`: steps up to the first
+        `end_step` train on the first dataset, and so on (a curriculum); the last `end_step`
+        is the run's length. Each dataset is made when its segment starts, so a resumed run
+        starts in the segment of its checkpoint.
+        """
+        steps = datasets[-1][0]
         chunk = max(1, min(int(checkpoint_every), int(steps)))
         chunks = math.ceil(int(steps) / chunk)
         done = 0
@@ -186,20 +199,29 @@ class _Run:
             ),
             *extra_callbacks,
         ]
+        history: dict[str, list] = {}
         try:
-            history = trainer.fit(
-                dataset,
-                epochs=chunks,
-                initial_epoch=done // chunk,
-                steps_per_epoch=chunk,
-                callbacks=callbacks,
-                verbose=verbose,
-                shuffle=False,  # the datasets shuffle themselves, seeded
-            )
+            for k, (end, make_dataset) in enumerate(datasets):
+                # The last segment runs to the end of the last (possibly partial) chunk.
+                end_chunk = chunks if k == len(datasets) - 1 else end // chunk
+                if end_chunk <= done // chunk:
+                    continue
+                result = trainer.fit(
+                    make_dataset(),
+                    epochs=end_chunk,
+                    initial_epoch=done // chunk,
+                    steps_per_epoch=chunk,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                    shuffle=False,  # the datasets shuffle themselves, seeded
+                )
+                done = end_chunk * chunk
+                for key, values in result.history.items():
+                    history.setdefault(key, []).extend(values)
         finally:
             if not self.chief:
                 shutil.rmtree(self.write_dir, ignore_errors=True)
-        return {"steps": chunks * chunk, "history": history.history}
+        return {"steps": chunks * chunk, "history": history}
 
 
 def _load_vocabulary(data: str, run: _Run) -> Vocabulary:
@@ -340,8 +362,7 @@ def pretrain_stem(
     run.fit(
         trainer,
         lambda: {"optimizer": trainer.optimizer},
-        _batches(data, config, tokenizer, batch_size, seed),
-        total,
+        [(total, lambda: _batches(data, config, tokenizer, batch_size, seed))],
         checkpoint_every,
         save_model,
         verbose=verbose,
@@ -420,8 +441,7 @@ def pretrain_stream(
     run.fit(
         trainer,
         lambda: {"optimizer": trainer.optimizer},
-        _batches(data, config, tokenizer, batch_size, seed),
-        total,
+        [(total, lambda: _batches(data, config, tokenizer, batch_size, seed))],
         checkpoint_every,
         save_model,
         verbose=verbose,
@@ -477,6 +497,9 @@ def train(
     checkpoint_every: int = 200,
     sample_every: int = 200,
     sample_captions: list[str] | None = None,
+    curriculum: str | None = None,
+    eval_every: int | None = None,
+    eval_captions: int = 128,
     mixed_precision: str | None = None,
     jit_compile: bool = False,
     strategy: str | None = None,
@@ -502,6 +525,13 @@ def train(
         checkpoint_every: steps between checkpoints.
         sample_every: steps between sample grids.
         sample_captions: the captions of the sample grid (default: the first test captions).
+        curriculum: built-in data only: levels to move through, `LEVEL:STEPS,...,LEVEL`
+            (e.g. `"easy:2000,medium:2000,full"`; `data.pipeline.curriculum_schedule`). Level
+            changes must fall on checkpoints; a resumed run restarts in its checkpoint's level.
+        eval_every: built-in data only: every this many steps, score the moving-average
+            generator's shapes consistency on `eval_captions` held-out captions of the last
+            level into `learning_curve.csv`, `learning_curve.png` and TensorBoard.
+        eval_captions: how many held-out captions each evaluation draws.
         mixed_precision: None, `bfloat16` or `float16` (loss scaling for float16).
         jit_compile: compile the step with XLA.
         strategy: None, `mirrored` or `multi_worker`.
@@ -522,7 +552,12 @@ def train(
             "pretrain-stem run) and `stream` (a pretrain-stream run)."
         )
     arguments = {"batch_size": batch_size, "seed": seed, "stem": stem, "stream": stream,
-                 "init": init}
+                 "init": init, "curriculum": curriculum}
+    if (curriculum or eval_every) and pipeline.data_kind(data) != "shapes":
+        raise ValueError(
+            "`curriculum` and `eval_every` need the built-in data (--data shapes[:LEVEL]); "
+            f"got {data!r}."
+        )
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
         preset, data, out, "train", arguments, mixed_precision, seed, strategy, **overrides
@@ -530,6 +565,11 @@ def train(
     training = config["training"]
     batch_size = batch_size or training["batch_size"]
     total = _steps(steps, epochs, data, batch_size)
+    schedule = (
+        pipeline.curriculum_schedule(curriculum, total, min(int(checkpoint_every), total))
+        if curriculum
+        else [(total, data)]
+    )
     sizes = presets.image_sizes(config)
     with strategy.scope():
         text_encoder = _load_component("text_encoder", stem, config)
@@ -563,6 +603,7 @@ def train(
             gamma2=training["damsm_gamma2"],
             gamma3=training["damsm_gamma3"],
             seed=seed,
+            ca_noise=training["ca_noise"],
         )
         trainer.compile(
             g_optimizer=published_adam(training["g_learning_rate"]),
@@ -595,14 +636,62 @@ def train(
         every=sample_every,
         tensorboard_dir=os.path.join(run.write_dir, "tensorboard"),
     )
+    callbacks = [samples]
+    if eval_every:
+        callbacks.append(
+            _learning_curve(task, run, schedule, eval_every, eval_captions, batch_size, seed,
+                            steps_per_epoch=max(1, min(int(checkpoint_every), total)))
+        )
+
+    def batches(source: str) -> Callable[[], tf.data.Dataset]:
+        return lambda: _batches(source, config, tokenizer, batch_size, seed)
+
     run.fit(
         trainer,
         lambda: {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer},
-        _batches(data, config, tokenizer, batch_size, seed),
-        total,
+        [(end, batches(source)) for end, source in schedule],
         checkpoint_every,
         save_model,
-        extra_callbacks=[samples],
+        extra_callbacks=callbacks,
         verbose=verbose,
     )
     return out
+
+
+def _learning_curve(
+    task: TextToImage,
+    run: _Run,
+    schedule: list[tuple[int, str]],
+    every: int,
+    count: int,
+    batch_size: int,
+    seed: int,
+    steps_per_epoch: int,
+) -> LearningCurve:
+    """The `LearningCurve` of a MirrorGAN run on the built-in data: held-out captions of the
+    schedule's last level, drawn by the moving-average generator and read from the pixels."""
+    from mirrorgan_tf.evaluation.shapes_score import (
+        chance_score,
+        held_out_captions,
+        score_model,
+    )
+
+    level = pipeline.shapes_level(schedule[-1][1])
+    captions, specs = held_out_captions(count, seed, level)
+
+    def train_level(step: int) -> str:
+        # The last chunk may run past the schedule's end (a partial chunk is trained whole).
+        source = next((d for end, d in schedule if step <= end), schedule[-1][1])
+        return pipeline.shapes_level(source)
+
+    return LearningCurve(
+        lambda: score_model(task, captions, specs),
+        every,
+        steps_per_epoch,
+        batch_size,
+        os.path.join(run.write_dir, "learning_curve.csv"),
+        os.path.join(run.write_dir, "learning_curve.png"),
+        train_level=train_level,
+        chance=chance_score(count, seed, level),
+        tensorboard_dir=os.path.join(run.write_dir, "tensorboard"),
+    )

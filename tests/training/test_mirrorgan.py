@@ -147,3 +147,19 @@ def test_train_step_runs_under_mixed_precision(policy):
     data = tf.data.Dataset.from_tensors(_batch(config)).repeat(2)
     logs = trainer.fit(data, epochs=1, verbose=0).history
     assert all(np.isfinite(v[-1]) for v in logs.values())
+
+
+@pytest.mark.parametrize("ca_noise", [True, False])
+def test_ca_noise_option_chooses_sampled_c_code_or_mu(ca_noise):
+    config, parts = _parts()
+    trainer = _trainer(parts, ca_noise=ca_noise)
+    generator, seen = parts["generator"], []
+    original = generator.call
+
+    def call(*args, **kwargs):
+        seen.append(kwargs.get("deterministic"))
+        return original(*args, **kwargs)
+
+    generator.call = call
+    trainer.train_step(_batch(config))
+    assert seen and set(seen) == {not ca_noise}

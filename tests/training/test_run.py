@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,3 +176,88 @@ def test_stream_trunk_starts_from_the_stem_runs_image_encoder(pretrained):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="'small' backbone"):
         run._start_trunk_from(captioner, stem, {**config, "captioner_backbone": "resnet152"})
+
+
+def test_curriculum_moves_through_levels_and_resumes_in_the_level_of_its_checkpoint(
+    pretrained, monkeypatch
+):
+    import csv
+
+    root, stem, stream = pretrained
+    opened = []
+    batches = run._batches
+
+    def recording(data, *args, **kwargs):
+        opened.append(data)
+        return batches(data, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_batches", recording)
+    out = str(root / "curriculum")
+    kwargs = dict(stem=stem, stream=stream, steps=4, batch_size=4, checkpoint_every=2,
+                  sample_every=4, curriculum="easy:2,medium", eval_every=2, eval_captions=4,
+                  verbose=0, **TINY)
+    run.train("shapes", "shapes", out, **kwargs)
+    assert opened == ["shapes:easy", "shapes:medium"]
+    with open(os.path.join(out, "learning_curve.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["images_seen"], r["train_level"]) for r in rows] == [
+        ("2", "8", "easy"), ("4", "16", "medium")]
+    assert all(0 <= float(r[a]) <= 1 for r in rows for a in ("colour", "shape", "size",
+                                                             "position"))
+    assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 0
+    # Back to the checkpoint at the level change: the resumed run opens only the second
+    # level, and its evaluation replaces the step-4 row instead of adding one.
+    checkpoints = os.path.join(out, "checkpoints")
+    shutil.rmtree(os.path.join(checkpoints, "step-00000004"))
+    with open(os.path.join(checkpoints, "latest"), "w") as f:
+        f.write("step-00000002")
+    opened.clear()
+    run.train("shapes", "shapes", out, **kwargs)
+    assert opened == ["shapes:medium"]
+    with open(os.path.join(out, "learning_curve.csv")) as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["2", "4"]
+    # Another curriculum is another run.
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        run.train("shapes", "shapes", out, **{**kwargs, "curriculum": "easy:2,full"})
+
+
+def test_curriculum_and_eval_need_the_built_in_data(pretrained, tmp_path):
+    _, stem, stream = pretrained
+    (tmp_path / "birds").mkdir()
+    (tmp_path / "birds" / "captions.pickle").write_bytes(b"")  # what names the AttnGAN layout
+    with pytest.raises(ValueError, match="built-in data"):
+        run.train("shapes", str(tmp_path / "birds"), str(tmp_path / "gan"), stem=stem,
+                  stream=stream, steps=2, eval_every=1, verbose=0, **TINY)
+
+
+def test_learning_curve_callback_keeps_one_row_per_step(tmp_path):
+    from mirrorgan_tf.training.callbacks import LearningCurve
+
+    scores = iter([0.1, 0.2, 0.3, 0.4])
+    curve = LearningCurve(lambda: {"colour": next(scores), "shape": 0.2, "size": 0.5,
+                                   "position": 0.3},
+                          every=2, steps_per_epoch=3, batch_size=8,
+                          csv_path=str(tmp_path / "c.csv"), png_path=str(tmp_path / "c.png"),
+                          train_level=lambda step: "easy" if step <= 3 else "full",
+                          tensorboard_dir=str(tmp_path / "tb"))
+    for epoch in range(2):
+        curve.on_epoch_begin(epoch)
+        for batch in range(3):
+            curve.on_train_batch_end(batch)
+    rows = curve.rows()
+    assert [(r["step"], r["images_seen"], r["train_level"], r["colour"]) for r in rows] == [
+        ("2", "16", "easy", "0.1"), ("4", "32", "full", "0.2"), ("6", "48", "full", "0.3")]
+    curve.record(4)  # a resumed run evaluating step 4 again replaces it and what followed
+    assert [(r["step"], r["colour"]) for r in curve.rows()] == [("2", "0.1"), ("4", "0.4")]
+    with pytest.raises(ValueError, match="positive"):
+        LearningCurve(dict, 0, 1, 1, "a.csv", "a.png")
+
+
+def test_jit_compiled_training_runs_on_the_shapes_preset(pretrained):
+    # The small trunks resize from 64 px to 64 px and 128 px to 64 px: neither may need the
+    # antialiased resize kernel, which XLA does not have.
+    root, stem, stream = pretrained
+    out = run.train("shapes", "shapes", str(root / "jit"), stem=stem, stream=stream, steps=1,
+                    batch_size=4, checkpoint_every=1, sample_every=1, jit_compile=True,
+                    verbose=0, **TINY)
+    assert latest_checkpoint(os.path.join(out, "checkpoints")) is not None
