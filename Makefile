@@ -3,13 +3,21 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The demo needs the package alone: no PyTorch, no test tools.
+RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
-# `make demo SAVE_TO=saved_models/shapes` regenerates the shipped model from the demo's run.
+# `make demo SAVE_TO=DIR` also writes the demo's model with its SavedModel and TFLite exports.
 SAVE_TO ?=
 
 .PHONY: setup test test-slow test-large lint demo bench clean
 
 setup: $(STAMP)
+
+$(RUN_STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +40,7 @@ test-large: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mirrorgan_tf tests benchmarks
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(VENV)/bin/mirrorgan-tf demo $(if $(SAVE_TO),--save-to $(SAVE_TO))
 
 clean:
