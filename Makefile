@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # `make demo SAVE_TO=DIR` also writes the demo's model with its SavedModel and TFLite exports.
 SAVE_TO ?=
 
-.PHONY: setup test test-slow test-large lint demo bench clean
+.PHONY: setup test test-slow test-learning test-large lint demo bench clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "slow and not learning" $(PYTEST_ARGS)
+
+# The training regression test (about 8 minutes): outside CI's 30-minute budget.
+test-learning: $(STAMP)
+	$(PY) -m pytest -q -m "learning" $(PYTEST_ARGS)
 
 test-large: $(STAMP)
 	$(PY) -m pytest -q -m "large" $(PYTEST_ARGS)

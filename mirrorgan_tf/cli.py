@@ -39,7 +39,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mirrorgan_tf.demo import run_demo
 
-    run_demo(out=args.out, scale=args.scale, save_to=args.save_to, seed=args.seed)
+    level = {} if args.level is None else {"level": args.level}
+    run_demo(out=args.out, scale=args.scale, save_to=args.save_to, seed=args.seed, **level)
     return 0
 
 
@@ -81,6 +82,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stream=args.stream,
         init=args.init,
         sample_every=args.sample_every,
+        curriculum=args.curriculum,
+        eval_every=args.eval_every,
+        eval_captions=args.eval_captions,
         **_training_kwargs(args),
     )
     return 0
@@ -134,7 +138,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser, default_out: str) -
     parser.add_argument(
         "--data",
         default="shapes",
-        help="'shapes' (built in), an AttnGAN-layout folder, or a TFRecords prefix",
+        help="'shapes' (built in; 'shapes:easy', 'shapes:medium', 'shapes:full' pick its "
+        "difficulty, 'shapes' is full), an AttnGAN-layout folder, or a TFRecords prefix",
     )
     parser.add_argument("--out", default=default_out, help="run folder (re-running resumes)")
     parser.add_argument("--steps", type=int, default=None, help="training steps")
@@ -176,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="folder of the demo's runs")
     demo.add_argument("--scale", type=float, default=1.0, help="multiplies every step count")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--level", default=None, choices=["easy", "medium", "full"],
+        help="level of the built-in dataset to train on and score (default: the demo's, easy)",
+    )
     demo.add_argument("--save-to", default=None, help="also write the model and its exports here")
     demo.set_defaults(func=_cmd_demo)
 
@@ -197,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stream", required=True, help="pretrain-stream run folder")
     train.add_argument("--init", default=None, help="preset folder to fine-tune from")
     train.add_argument("--sample-every", type=int, default=200, help="steps between grids")
+    train.add_argument(
+        "--curriculum", default=None, metavar="LEVEL:STEPS,...,LEVEL",
+        help="shapes data: move through levels, e.g. easy:2000,medium:2000,full (the last "
+        "level trains until --steps; level changes must be multiples of --checkpoint-every)",
+    )
+    train.add_argument(
+        "--eval-every", type=int, default=None, metavar="N",
+        help="shapes data: every N steps score the moving-average generator on held-out "
+        "captions (learning_curve.csv/.png in the run folder, and TensorBoard)",
+    )
+    train.add_argument("--eval-captions", type=int, default=128,
+                       help="held-out captions per --eval-every evaluation")
     train.set_defaults(func=_cmd_train)
 
     generate = sub.add_parser("generate", help="captions in, a grid PNG out")

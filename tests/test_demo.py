@@ -10,13 +10,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from mirrorgan_tf import presets
 from mirrorgan_tf.data.shapes import shapes_vocabulary
-from mirrorgan_tf.demo import (
-    SHIPPED_COMPONENTS,
-    chance_score,
-    held_out_captions,
-    score,
-    ship_model,
-)
+from mirrorgan_tf.demo import SHIPPED_COMPONENTS, ship_model
+from mirrorgan_tf.evaluation.shapes_score import chance_score, held_out_captions, score_model
 from mirrorgan_tf.task import TextToImage, noise_for_seeds
 from tests.training.conftest import TINY
 
@@ -76,7 +71,7 @@ def test_the_shipped_model_draws_held_out_captions_well_above_chance():
     captions, specs = held_out_captions(SCORED_CAPTIONS)
     images = model.generate(captions[:2], seed=0)
     assert images.shape == (2, 256, 256, 3) and images.dtype.name == "uint8"
-    got, chance = score(model, captions, specs), chance_score(SCORED_CAPTIONS)
+    got, chance = score_model(model, captions, specs), chance_score(SCORED_CAPTIONS)
     for attribute in SHIPPED_ABOVE_CHANCE:
         p = chance[attribute]
         margin = 4 * math.sqrt(p * (1 - p) / got["num_shapes"])
@@ -97,3 +92,26 @@ def test_the_shipped_model_draws_held_out_captions_well_above_chance():
     want = model.generator(noise, sentence, words, tf.not_equal(token_ids, 0), training=False,
                            deterministic=True)["images"][-1].numpy()
     assert np.abs(lite - want).max() <= 1e-4
+
+
+def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_curve(tmp_path):
+    from mirrorgan_tf.demo import DEMO_BATCH, DEMO_TARGETS, run_demo
+
+    out = str(tmp_path / "demo")
+    report = run_demo(out, scale=1e-4, num_eval=8, curve_captions=8, verbose=0, **TINY)
+    steps = report["steps"]
+    assert report["level"] == "easy" and steps["gan_64"] == steps["gan"] == 2
+    for key in ("untrained", "trained", "chance"):
+        assert set(DEMO_TARGETS) <= set(report[key])
+    assert report["targets_met"] == {k: report["trained"][k] >= v
+                                     for k, v in DEMO_TARGETS.items()}
+    # One learning-curve point per step of each GAN phase, in images seen since the first.
+    rows = report["learning_curve"]["rows"]
+    first, second = DEMO_BATCH["gan_64"], DEMO_BATCH["gan"]
+    assert [(r["images_seen"], r["train_level"]) for r in rows] == [
+        (first, "easy, 64 px"), (2 * first, "easy, 64 px"),
+        (2 * first + second, "easy, 3 stages"), (2 * first + 2 * second, "easy, 3 stages")]
+    assert os.path.getsize(report["learning_curve"]["png"]) > 0
+    assert os.path.getsize(report["grid"]) > 0
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
+        assert json.load(f)["trained"] == report["trained"]

@@ -528,6 +528,7 @@ def train(
         curriculum: built-in data only: levels to move through, `LEVEL:STEPS,...,LEVEL`
             (e.g. `"easy:2000,medium:2000,full"`; `data.pipeline.curriculum_schedule`). Level
             changes must fall on checkpoints; a resumed run restarts in its checkpoint's level.
+            The levels replace the one `data` names.
         eval_every: built-in data only: every this many steps, score the moving-average
             generator's shapes consistency on `eval_captions` held-out captions of the last
             level into `learning_curve.csv`, `learning_curve.png` and TensorBoard.
