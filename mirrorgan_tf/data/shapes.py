@@ -118,7 +118,6 @@ class ShapesLevel:
         two_shape_fraction: the probability of a second shape.
         sizes: the sizes a shape may have.
         backgrounds: the backgrounds a scene may have.
-        description: one line for `--help` and the README.
 
     Example:
         >>> LEVELS["easy"].sizes, LEVELS["easy"].backgrounds
@@ -129,18 +128,17 @@ class ShapesLevel:
     two_shape_fraction: float
     sizes: tuple[str, ...]
     backgrounds: tuple[str, ...]
-    description: str
 
 
 LEVELS: dict[str, ShapesLevel] = {
     level.name: level
     for level in (
-        ShapesLevel("easy", 0.0, ("large",), ("plain",),
-                    "one large shape on a plain background"),
-        ShapesLevel("medium", 0.0, SIZES, ("plain", "gradient"),
-                    "one shape of either size on a plain or gradient background"),
-        ShapesLevel("full", 0.5, SIZES, BACKGROUNDS,
-                    "one or two shapes of either size on plain or textured backgrounds"),
+        # One large shape on a plain background.
+        ShapesLevel("easy", 0.0, ("large",), ("plain",)),
+        # One shape of either size on a plain or gradient background.
+        ShapesLevel("medium", 0.0, SIZES, ("plain", "gradient")),
+        # One or two shapes of either size on plain or textured backgrounds.
+        ShapesLevel("full", 0.5, SIZES, BACKGROUNDS),
     )
 }
 DEFAULT_LEVEL = "full"

@@ -80,10 +80,10 @@ def antialiased_downscale(images, factor: int):
 
     The antialiased bilinear resize filters with a triangle of half-width `factor` input
     pixels around each output pixel's centre and renormalises the weights that fall inside
-    the image at the borders. Here that filter is a separable strided depthwise convolution
-    over the zero-padded image, divided by the same convolution of an all-ones image: the
-    same values within float rounding (tested), with a gradient in every dtype and an XLA
-    kernel.
+    the image at the borders. Here that filter (the outer product of the 1-D triangle taps) is
+    a strided depthwise convolution over the zero-padded image, divided by the same
+    convolution of an all-ones image: the same values within float rounding (tested), with a
+    gradient in every dtype and an XLA kernel.
 
     Args:
         images: `[B, H, W, C]` with H and W multiples of `factor`.

@@ -177,7 +177,7 @@ class _Run:
         starts in the segment of its checkpoint.
         """
         steps = datasets[-1][0]
-        chunk = max(1, min(int(checkpoint_every), int(steps)))
+        chunk = _chunk(checkpoint_every, steps)
         chunks = math.ceil(int(steps) / chunk)
         done = 0
         last = latest_checkpoint(self.resume_from)
@@ -222,6 +222,11 @@ class _Run:
             if not self.chief:
                 shutil.rmtree(self.write_dir, ignore_errors=True)
         return {"steps": chunks * chunk, "history": history}
+
+
+def _chunk(checkpoint_every: int, steps: int) -> int:
+    """Steps per chunk (Keras epoch) of a run: checkpoints and sample grids fall at its ends."""
+    return max(1, min(int(checkpoint_every), int(steps)))
 
 
 def _load_vocabulary(data: str, run: _Run) -> Vocabulary:
@@ -567,7 +572,7 @@ def train(
     batch_size = batch_size or training["batch_size"]
     total = _steps(steps, epochs, data, batch_size)
     schedule = (
-        pipeline.curriculum_schedule(curriculum, total, min(int(checkpoint_every), total))
+        pipeline.curriculum_schedule(curriculum, total, _chunk(checkpoint_every, total))
         if curriculum
         else [(total, data)]
     )
@@ -633,7 +638,7 @@ def train(
         lambda: task.generate(sample_captions, noise=sample_noise, return_attention=True),
         sample_captions,
         os.path.join(run.write_dir, "samples"),
-        steps_per_epoch=max(1, min(int(checkpoint_every), total)),
+        steps_per_epoch=_chunk(checkpoint_every, total),
         every=sample_every,
         tensorboard_dir=os.path.join(run.write_dir, "tensorboard"),
     )
@@ -641,7 +646,7 @@ def train(
     if eval_every:
         callbacks.append(
             _learning_curve(task, run, schedule, eval_every, eval_captions, batch_size, seed,
-                            steps_per_epoch=max(1, min(int(checkpoint_every), total)))
+                            steps_per_epoch=_chunk(checkpoint_every, total))
         )
 
     def batches(source: str) -> Callable[[], tf.data.Dataset]:
