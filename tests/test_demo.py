@@ -79,10 +79,12 @@ def test_the_shipped_model_draws_held_out_captions_well_above_chance():
     # The exports it ships are this model: the TF Serving SavedModel draws the same pixels
     # (seeds as in `generate`), the float32 TFLite model the same image within 1e-4.
     served = tf.saved_model.load(os.path.join(SHIPPED, "serving", "shapes", "1"))
-    out = served.signatures["serving_default"](
+    out = served.signatures["generate"](
         captions=tf.constant(captions[:2]), seed=tf.constant([0, 0], tf.int32)
     )
     assert np.abs(out["images"].numpy().astype(int) - images.astype(int)).max() <= 1
+    fresh = served.signatures["serving_default"](captions=tf.constant(captions[:2]))
+    assert fresh["images"].shape == (2, 256, 256, 3)
     interpreter = Interpreter(model_path=os.path.join(SHIPPED, "tflite", "mirrorgan.tflite"))
     runner = interpreter.get_signature_runner("serving_default")
     token_ids = model.tokenizer(tf.constant(captions[:1]))[0].numpy()

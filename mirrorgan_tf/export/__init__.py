@@ -1,8 +1,8 @@
 """Deployment exports: a SavedModel for TF Serving and TFLite models, plus a REST client.
 
 - `export_saved_model` (saved_model.py): `BASE/NAME/VERSION/` with tokenization inside; the
-  `serving_default` signature takes `captions` and one int32 `seed` per caption (negative:
-  fresh noise).
+  `serving_default` signature takes `captions` alone (fresh noise), `generate` takes
+  `captions` and one int32 `seed` per caption (same caption and seed, same image).
 - `export_tflite` (tflite.py): token ids + noise -> image, builtin ops, fixed batch.
 - `client` (client.py): REST request bodies, response decoding, PNGs (no TensorFlow needed).
 - `export`: the library function behind `mirrorgan-tf export`.

@@ -1,9 +1,14 @@
 """A small TF Serving REST client for the exported SavedModel (numpy, Pillow, no TensorFlow).
 
+Without a seed the request goes to `serving_default` (captions alone, fresh noise); with one
+it goes to the `generate` signature (captions and seeds, reproducible images).
+
 Example:
+>>> predict_request(["a small red bird"])["instances"]
+[{'captions': 'a small red bird'}]
 >>> body = predict_request(["a small red bird"], seed=0)
->>> body["instances"]
-[{'captions': 'a small red bird', 'seed': 0}]
+>>> body["signature_name"], body["instances"]
+('generate', [{'captions': 'a small red bird', 'seed': 0}])
 >>> images = predict("http://localhost:8501", ["a small red bird"], seed=0)  # doctest: +SKIP
 >>> save_pngs(images, "out")  # doctest: +SKIP
 ['out/image_0.png']
@@ -20,12 +25,11 @@ from typing import Any
 
 import numpy as np
 
-RANDOM_SEED = -1  # a negative seed asks the server for fresh noise
+SIGNATURE = "serving_default"  # captions alone
+SEEDED_SIGNATURE = "generate"  # captions and seeds
 
 
-def _seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
-    if seed is None:
-        return [RANDOM_SEED] * count
+def _seeds(seed: int | Sequence[int], count: int) -> list[int]:
     if isinstance(seed, int | np.integer):
         return [int(seed)] * count
     seeds = [int(s) for s in seed]
@@ -37,34 +41,43 @@ def _seeds(seed: int | Sequence[int] | None, count: int) -> list[int]:
 def predict_request(
     captions: str | Sequence[str],
     seed: int | Sequence[int] | None = None,
-    signature: str = "serving_default",
+    signature: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of a TF Serving REST `:predict` call (row format, one instance a caption).
 
     Args:
         captions: a caption or a list of captions.
-        seed: None (fresh noise for every caption), an int (every caption gets this seed: a
-            caption and a seed always give the same image), or one int per caption.
-            Seeds are int32; a negative seed means fresh noise.
-        signature: the signature name (`serving_default` takes `captions` and `seed`).
+        seed: None (fresh noise for every caption, the `serving_default` signature), an int
+            (every caption gets this seed: a caption and a seed always give the same image),
+            or one int per caption; seeds go to the `generate` signature. Seeds are int32; a
+            negative seed means fresh noise.
+        signature: the signature name; default `serving_default` without a seed, `generate`
+            with one.
 
     Returns:
-        `{"signature_name": ..., "instances": [{"captions": ..., "seed": ...}, ...]}`.
+        `{"signature_name": ..., "instances": [{"captions": ...[, "seed": ...]}, ...]}`.
 
     Example:
-    >>> predict_request("a red bird")["instances"]
-    [{'captions': 'a red bird', 'seed': -1}]
+    >>> predict_request("a red bird")
+    {'signature_name': 'serving_default', 'instances': [{'captions': 'a red bird'}]}
+    >>> predict_request(["a", "b"], seed=[3, 4])["instances"][1]
+    {'captions': 'b', 'seed': 4}
     """
     if isinstance(captions, str | bytes):
         captions = [captions]
     captions = [c.decode("utf-8", errors="replace") if isinstance(c, bytes) else str(c)
                 for c in captions]
+    if seed is None:
+        return {
+            "signature_name": signature or SIGNATURE,
+            "instances": [{"captions": caption} for caption in captions],
+        }
     seeds = _seeds(seed, len(captions))
     for s in seeds:
         if not -(2**31) <= s < 2**31:
             raise ValueError(f"Seeds are int32; got {s}.")
     return {
-        "signature_name": signature,
+        "signature_name": signature or SEEDED_SIGNATURE,
         "instances": [
             {"captions": caption, "seed": s} for caption, s in zip(captions, seeds, strict=True)
         ],
@@ -145,7 +158,7 @@ def predict(
     Args:
         server: e.g. `http://localhost:8501`.
         captions: a caption or a list of captions.
-        seed: as in `predict_request`.
+        seed: as in `predict_request` (None: fresh noise, through `serving_default`).
         model: the model name in the server's config.
         output: `images` (last stage) or a lower stage (`images_64`, `images_128`).
         timeout: seconds.

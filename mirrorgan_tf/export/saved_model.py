@@ -7,9 +7,14 @@ ops), so the standard `tensorflow/serving` binary loads it as it is, without ten
 or this package.
 
 Signatures:
-- `serving_default`: `captions` tf.string [batch] and `seed` int32 [batch] (one seed per
-  caption; a negative seed draws fresh noise) -> `images` uint8 [batch, S, S, 3] of the last
-  stage and `images_64`, `images_128` of the lower stages.
+- `serving_default`: `captions` tf.string [batch] alone, fresh noise for every image ->
+  `images` uint8 [batch, S, S, 3] of the last stage and `images_64`, `images_128` of the lower
+  stages. With a single input, every TF Serving REST form reaches it:
+  `{"instances": ["a red bird", ...]}`, `{"instances": [{"captions": "a red bird"}, ...]}` and
+  `{"inputs": {"captions": [...]}}` (or `{"inputs": [...]}`).
+- `generate`: `captions` tf.string [batch] and `seed` int32 [batch] (one seed per caption, or
+  one for the whole batch; a negative seed draws fresh noise) -> the same outputs,
+  reproducible: `{"signature_name": "generate", "instances": [{"captions": ..., "seed": 0}]}`.
 - `generate_from_tokens`: `token_ids` int32 [batch, T] and `noise` float32 [batch, z_dim] ->
   float images in [-1, 1] of every stage (`images_64`, `images_128`, `images_256`) and the
   word-attention maps of the refinement stages (`attention_128`, `attention_256`: the stage
@@ -37,7 +42,7 @@ from mirrorgan_tf import presets
 from mirrorgan_tf.data.tokenizer import Tokenizer
 from mirrorgan_tf.task import TextToImage, noise_for_seeds
 
-SIGNATURES = ("serving_default", "generate_from_tokens", "caption")
+SIGNATURES = ("serving_default", "generate", "generate_from_tokens", "caption")
 MODELS_CONFIG_FILE = "models.config"
 VOCABULARY_ASSET = "vocabulary.txt"
 
@@ -118,7 +123,7 @@ def _generate(model, token_ids: tf.Tensor, noise: tf.Tensor) -> dict[str, Any]:
 
 
 def _build_archive(model, vocabulary_file: str) -> keras.export.ExportArchive:
-    """The ExportArchive with the three signatures, tracking every variable and table."""
+    """The ExportArchive with the four signatures, tracking every variable and table."""
     config = model.config
     sizes = presets.image_sizes(config)
     size, z_dim = sizes[-1], int(config["z_dim"])
@@ -131,13 +136,7 @@ def _build_archive(model, vocabulary_file: str) -> keras.export.ExportArchive:
     archive = keras.export.ExportArchive()
     archive.track(tokenizer)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="captions"),
-            tf.TensorSpec([None], tf.int32, name="seed"),
-        ]
-    )
-    def serving_default(captions, seed):
+    def images_for(captions, seed):
         count = tf.shape(captions)[0]
         seed = tf.broadcast_to(seed, [count])  # one seed for all captions is allowed too
         captions = _at_least_one_row(captions, tf.constant([""]))
@@ -148,6 +147,20 @@ def _build_archive(model, vocabulary_file: str) -> keras.export.ExportArchive:
         for stage_size, image in zip(sizes[:-1], images[:-1], strict=True):
             outputs[f"images_{stage_size}"] = uint8_images(image)[:count]
         return outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="captions")])
+    def serving_default(captions):
+        # Fresh noise: the negative seed of `noise_for_seeds`.
+        return images_for(captions, tf.constant([-1]))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="captions"),
+            tf.TensorSpec([None], tf.int32, name="seed"),
+        ]
+    )
+    def generate(captions, seed):
+        return images_for(captions, seed)
 
     @tf.function(
         input_signature=[
@@ -170,8 +183,10 @@ def _build_archive(model, vocabulary_file: str) -> keras.export.ExportArchive:
         return outputs
 
     serving_default.get_concrete_function()
+    generate.get_concrete_function()
     generate_from_tokens.get_concrete_function()
     archive.add_endpoint("serving_default", serving_default)
+    archive.add_endpoint("generate", generate)
     archive.add_endpoint("generate_from_tokens", generate_from_tokens)
 
     if model.captioner is not None:
@@ -344,7 +359,7 @@ def signature_names(path: str | os.PathLike) -> list[str]:
 
     Example:
     >>> signature_names("/tmp/serving/mirrorgan/1")  # doctest: +SKIP
-    ['caption', 'generate_from_tokens', 'serving_default']
+    ['caption', 'generate', 'generate_from_tokens', 'serving_default']
     """
     from tensorflow.core.protobuf import saved_model_pb2
 

@@ -126,21 +126,26 @@ LOADER = textwrap.dedent(
     results = {}
     captions = tf.constant(data["captions"].tolist(), tf.string)
     seeds = tf.constant(data["seeds"], tf.int32)
-    for key, value in sigs["serving_default"](captions=captions, seed=seeds).items():
+    for key, value in sigs["generate"](captions=captions, seed=seeds).items():
         results["serving/" + key] = value.numpy()
-    # Fresh noise for negative seeds: two calls differ.
+    # serving_default takes captions alone and draws fresh noise: two calls differ.
     one = tf.constant([b"a red circle"])
     for call in ("a", "b"):
-        results["random_" + call] = sigs["serving_default"](
+        results["default_" + call] = sigs["serving_default"](captions=one)["images"].numpy()
+    # generate: fresh noise for negative seeds too.
+    for call in ("a", "b"):
+        results["random_" + call] = sigs["generate"](
             captions=one, seed=tf.constant([-1]))["images"].numpy()
     # One seed for the whole batch is broadcast.
-    results["broadcast"] = sigs["serving_default"](
+    results["broadcast"] = sigs["generate"](
         captions=tf.constant([b"a red circle", b"a red circle"]), seed=tf.constant([3])
     )["images"].numpy()
-    empty = sigs["serving_default"](
+    empty = sigs["generate"](
         captions=tf.constant([], tf.string), seed=tf.constant([], tf.int32))
     for key, value in empty.items():
         results["empty/" + key] = value.numpy()
+    for key, value in sigs["serving_default"](captions=tf.constant([], tf.string)).items():
+        results["empty_default/" + key] = value.numpy()
     tokens = sigs["generate_from_tokens"](
         token_ids=tf.constant(data["token_ids"]), noise=tf.constant(data["noise"]))
     for key, value in tokens.items():
@@ -214,7 +219,9 @@ def test_layout_and_models_config(exported):
     with open(os.path.join(exported["base"], "models.config"), encoding="utf-8") as f:
         config = f.read()
     assert 'name: "mirrorgan"' in config and 'base_path: "/models/mirrorgan"' in config
-    assert signature_names(path) == ["caption", "generate_from_tokens", "serving_default"]
+    assert signature_names(path) == [
+        "caption", "generate", "generate_from_tokens", "serving_default"
+    ]
     # No temporary folder left behind: TF Serving sees only the version folder.
     assert os.listdir(os.path.dirname(path)) == ["3"]
     # Every weight is stored once (the moving-average generator the model holds).
@@ -238,16 +245,19 @@ def test_graph_has_only_core_ops(exported):
 def test_saved_model_cli_lists_signatures(exported):
     text = exported["cli"]
     assert exported["cli_rc"] == 0, text[-3000:]
-    for name in ("serving_default", "generate_from_tokens", "caption"):
+    for name in ("serving_default", "generate", "generate_from_tokens", "caption"):
         assert f"signature_def['{name}']" in text
     for dtype in ("DT_STRING", "DT_INT32", "DT_UINT8", "DT_FLOAT"):
         assert dtype in text
     assert "inputs['captions']" in text and "inputs['seed']" in text
+    # serving_default's only input is the captions.
+    default = text.split("signature_def['serving_default']")[1].split("signature_def[")[0]
+    assert "inputs['captions']" in default and "inputs['seed']" not in default
     assert "outputs['images_64']" in text and "outputs['attention_128']" in text
     assert "Concrete Functions: N/A" not in text
 
 
-def test_serving_default_matches_keras(exported):
+def test_generate_matches_keras(exported):
     model, results = exported["model"], exported["results"]
     z_dim = model.config["z_dim"]
     expected = model.generate(
@@ -270,7 +280,16 @@ def test_serving_default_matches_keras(exported):
     assert not np.array_equal(images[0], images[1])
 
 
-def test_serving_default_seed_handling(exported):
+def test_serving_default_takes_captions_alone(exported):
+    results = exported["results"]
+    assert results["default_a"].shape == (1, 128, 128, 3)
+    assert results["default_a"].dtype == np.uint8
+    assert not np.array_equal(results["default_a"], results["default_b"])
+    assert results["empty_default/images"].shape == (0, 128, 128, 3)
+    assert results["empty_default/images_64"].shape == (0, 64, 64, 3)
+
+
+def test_generate_seed_handling(exported):
     results = exported["results"]
     assert results["random_a"].shape == (1, 128, 128, 3)
     assert not np.array_equal(results["random_a"], results["random_b"])
@@ -324,17 +343,38 @@ def test_export_refuses_to_overwrite_and_validates(exported, tmp_path):
         export_saved_model(exported["model"], tmp_path, name="a/b")
 
 
-def test_without_captioner_has_two_signatures(tmp_path):
+def test_without_captioner_has_three_signatures(tmp_path):
     model = tiny_model(with_captioner=False, num_stages=1)
     path = export_saved_model(model, tmp_path, name="m")
-    assert signature_names(path) == ["generate_from_tokens", "serving_default"]
+    assert signature_names(path) == ["generate", "generate_from_tokens", "serving_default"]
     loaded = tf.saved_model.load(path)
-    out = loaded.signatures["serving_default"](
+    out = loaded.signatures["generate"](
         captions=tf.constant(["a red circle", ""]), seed=tf.constant([5, 6])
     )
     assert sorted(out) == ["images"]  # one stage: no lower-stage outputs
     want = model.generate(["a red circle", ""], noise=noise_for_seeds([5, 6], 8))
     assert np.abs(out["images"].numpy().astype(int) - want.astype(int)).max() <= 1
+
+
+def test_saved_model_cli_runs_both_generation_signatures(exported, tmp_path):
+    """`saved_model_cli run` (plain TensorFlow's own tool) with captions alone, and seeded."""
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    written = {}
+    for signature, exprs in (("serving_default", "captions=['a red circle', 'a blue star']"),
+                             ("generate", "captions=['a red circle'];seed=[3]")):
+        outdir = tmp_path / signature
+        run = subprocess.run(
+            [cli, "run", "--dir", exported["path"], "--tag_set", "serve", "--signature_def",
+             signature, "--input_exprs", exprs, "--outdir", str(outdir)],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        written[signature] = np.load(outdir / "images.npy")
+    assert written["serving_default"].shape == (2, 128, 128, 3)
+    assert written["serving_default"].dtype == np.uint8
+    want = exported["model"].generate("a red circle", seed=3)[0]
+    assert np.abs(written["generate"][0].astype(int) - want.astype(int)).max() <= 1
 
 
 def test_uint8_images_matches_to_uint8():
@@ -362,7 +402,7 @@ def test_export_function_from_a_preset_folder(tmp_path):
     assert written == [
         str(tmp_path / "serving" / "tiny" / "2"), str(tmp_path / "serving" / "models.config")
     ]
-    assert signature_names(written[0]) == ["generate_from_tokens", "serving_default"]
+    assert signature_names(written[0]) == ["generate", "generate_from_tokens", "serving_default"]
     written = export(folder, tmp_path / "app", format="tflite", quantize="float16")
     assert written == [str(tmp_path / "app" / "mirrorgan_float16.tflite"),
                        str(tmp_path / "app" / "mirrorgan_float16.tflite.json")]
@@ -397,7 +437,7 @@ def test_bfloat16_export_computes_the_generator_in_bfloat16_close_to_float32(tmp
     model = tiny_model(with_captioner=False)
     folder = save_tiny_preset(model, tmp_path)
     path = export(folder, tmp_path / "serving" / "tiny", precision="bfloat16")[0]
-    assert signature_names(path) == ["generate_from_tokens", "serving_default"]
+    assert signature_names(path) == ["generate", "generate_from_tokens", "serving_default"]
     assert not non_core_ops(path)
 
     token_ids = model.tokenizer(tf.constant(CAPTIONS[:3]))[0].numpy()
