@@ -1,14 +1,22 @@
-"""`mirrorgan-tf` command line: thin wrappers over library functions, one per subcommand."""
+"""`mirrorgan-tf` command line: thin wrappers over library functions, one per subcommand.
+
+This module imports no TensorFlow: `--help` of every command answers at once, and a command
+imports the library it runs only when it runs. TensorFlow's C++ start-up lines (oneDNN, CUDA
+probing, "All log messages before absl::InitializeLog()") are written to the process's stderr
+before any log level applies, so `main` imports TensorFlow with stderr set aside and shows
+what it held only if the import fails; `--verbose`, or a `TF_CPP_MIN_LOG_LEVEL` of the
+user's own, shows everything.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tempfile
+from collections.abc import Iterator, Sequence
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -133,6 +141,133 @@ def _cmd_prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="run folder, preset folder or name")
+    parser.add_argument("--data", required=True, help="shapes, AttnGAN folder or TFRecords")
+    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument(
+        "--metrics", default=None,
+        help="comma-separated: is,fid,r_precision,shapes (default: all; shapes for shapes data)",
+    )
+    parser.add_argument("--num-images", type=int, default=30_000, help="images to generate")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="noise and caption draws")
+    parser.add_argument("--out", default=None, help="the JSON report")
+    parser.add_argument("--save-images", default=None, help="also keep the PNGs here")
+    parser.add_argument("--reference-stats", default=None, help="FID statistics (.npz)")
+    parser.add_argument(
+        "--compute-reference-stats", default=None, metavar="OUT.npz",
+        help="compute the real images' FID statistics into this file (then evaluate with "
+        "them when --model is given)",
+    )
+    parser.add_argument(
+        "--num-reference-images", type=int, default=None, help="default: the whole split"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=None,
+        help="size of the real images for --compute-reference-stats (default: the model's, "
+        "else 256)",
+    )
+    parser.add_argument(
+        "--inception-weights", default="imagenet",
+        help="imagenet, none (random: smoke tests only) or a converted .weights.h5/.keras",
+    )
+    parser.add_argument(
+        "--damsm", default=None,
+        help="DAMSM for R-precision: a pretrain-stem run or preset folder (default: the "
+        "model's image_encoder)",
+    )
+    parser.add_argument(
+        "--r-precision-candidates", type=int, default=100, help="captions ranked per image"
+    )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mirrorgan_tf import presets
+    from mirrorgan_tf.evaluation.evaluate import compute_reference_statistics, evaluate
+    from mirrorgan_tf.evaluation.inception import InceptionClassifier
+    from mirrorgan_tf.task import resolve_preset
+
+    if args.model is None and args.compute_reference_stats is None:
+        raise ValueError("pass --model, or --compute-reference-stats OUT.npz, or both")
+    weights = None if str(args.inception_weights).lower() == "none" else args.inception_weights
+    classifier = None
+    reference = args.reference_stats
+    if args.compute_reference_stats is not None:
+        image_size = args.image_size or 256
+        if args.model is not None and args.image_size is None:
+            # The config alone (no weights are built): the generated images' size.
+            config = presets.from_preset(resolve_preset(args.model), components=[])["config"]
+            image_size = presets.image_sizes(config)[-1]
+        classifier = InceptionClassifier.from_weights(weights)
+        compute_reference_statistics(
+            args.data, args.split, args.compute_reference_stats, args.num_reference_images,
+            args.batch_size, image_size=image_size, inception=classifier,
+        )
+        print(f"wrote {args.compute_reference_stats}")
+        reference = args.compute_reference_stats
+    if args.model is None:
+        return 0
+    evaluate(
+        args.model,
+        args.data,
+        metrics=args.metrics,
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        reference_stats=reference,
+        inception_weights=weights,
+        save_images=args.save_images,
+        out=args.out,
+        split=args.split,
+        damsm=args.damsm,
+        num_candidates=args.r_precision_candidates,
+        num_reference_images=args.num_reference_images,
+        inception=classifier,
+    )
+    return 0
+
+
+def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, choices=("birds", "coco"),
+                        help="the published configuration the checkpoints were trained with")
+    parser.add_argument("--out", required=True, metavar="PRESET_DIR",
+                        help="preset folder to write (replaced if it exists)")
+    parser.add_argument("--captions", metavar="PICKLE",
+                        help="AttnGAN captions.pickle: the vocabulary (vocabulary.txt)")
+    parser.add_argument("--text-encoder", metavar="PTH", help="DAMSM text_encoder*.pth")
+    parser.add_argument("--image-encoder", metavar="PTH", help="DAMSM image_encoder*.pth")
+    parser.add_argument("--generator", metavar="PTH",
+                        help="MirrorGAN or AttnGAN generator (e.g. bird_AttnGAN2.pth)")
+    parser.add_argument("--discriminators", nargs="+", metavar="PTH",
+                        help="up to three D_NET64/128/256 state_dicts, any order")
+    parser.add_argument("--captioner-encoder", metavar="PTH", help="STREAM encoder (EncoderCNN)")
+    parser.add_argument("--captioner-decoder", metavar="PTH", help="STREAM decoder (DecoderRNN)")
+    parser.add_argument("--attngan-fusion", choices=("identity", "fresh"), default="identity",
+                        help="fusion conv of an AttnGAN generator: pass-through (identity, "
+                             "reproduces AttnGAN) or fresh random weights")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from mirrorgan_tf.convert.torch import convert_checkpoints
+
+    convert_checkpoints(
+        preset=args.preset,
+        out=args.out,
+        captions=args.captions,
+        text_encoder=args.text_encoder,
+        image_encoder=args.image_encoder,
+        generator=args.generator,
+        discriminators=args.discriminators,
+        captioner_encoder=args.captioner_encoder,
+        captioner_decoder=args.captioner_decoder,
+        verbose=not args.quiet,
+        attngan_fusion=args.attngan_fusion,
+    )
+    return 0
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--preset", default="shapes", help="shapes, birds or coco")
     parser.add_argument(
@@ -169,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mirrorgan-tf",
         description="MirrorGAN text-to-image generation in Keras 3 / TensorFlow.",
     )
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = sub.add_parser("info", help="print a preset's configuration and parameter counts")
@@ -252,23 +388,85 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images")
     prepare.set_defaults(func=_cmd_prepare_data)
 
-    from mirrorgan_tf.convert.torch import add_convert_arguments, run_convert
-    from mirrorgan_tf.evaluation.evaluate import add_evaluate_arguments, run_evaluate
-
     evaluate = sub.add_parser("evaluate", help="IS, FID, R-precision, shapes consistency")
-    add_evaluate_arguments(evaluate)
-    evaluate.set_defaults(func=run_evaluate)
+    _add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     convert = sub.add_parser("convert", help="published PyTorch checkpoints -> a preset folder")
-    add_convert_arguments(convert)
-    convert.set_defaults(func=run_convert)
+    _add_convert_arguments(convert)
+    convert.set_defaults(func=_cmd_convert)
+
+    for command in sub.choices.values():
+        # SUPPRESS: absent here, the top-level flag's value stands (`mirrorgan-tf --verbose X`).
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help=_VERBOSE_HELP)
     return parser
+
+
+_VERBOSE_HELP = "show TensorFlow's log lines, and a traceback on errors"
+# Errors of input (paths, names, values) end in one line; anything else is a bug: traceback.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError)
+
+
+@contextlib.contextmanager
+def _stderr_set_aside() -> Iterator[None]:
+    """Sends file descriptor 2 to a temporary file; replays it if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode("utf-8", errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def start_tensorflow(verbose: bool = False) -> None:
+    """Imports TensorFlow without its C++ start-up lines, unless asked for them.
+
+    Sets `TF_CPP_MIN_LOG_LEVEL=3` and imports TensorFlow and probes its devices with stderr
+    set aside. Level 3, not 2: on a CPU machine TensorFlow logs harmless lines at ERROR level
+    too (the CUDA probe's "failed call to cuInit", oneDNN's "supports DT_BOOL only ..."); a
+    real failure still reaches the user as the Python exception. Does nothing when `verbose`,
+    when the user set `TF_CPP_MIN_LOG_LEVEL`, or when TensorFlow is already imported.
+
+    Args:
+        verbose: leave TensorFlow's logging as it is.
+
+    Example:
+    >>> start_tensorflow()
+    >>> "tensorflow" in sys.modules
+    True
+    """
+    if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _stderr_set_aside():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, _USER_ERRORS):
+        return True
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(error, tf.errors.OpError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `mirrorgan-tf` with `argv` (default: the process arguments).
 
-    Bad arguments and bad input end with a one-line error and exit status 2, not a traceback.
+    Bad arguments and bad input end with a one-line error and exit status 2, not a traceback
+    (`--verbose` shows the traceback); Ctrl-C ends with status 130 (training runs resume from
+    their last checkpoint).
 
     Args:
         argv: the arguments after the program name.
@@ -279,9 +477,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        start_tensorflow(args.verbose)
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"mirrorgan-tf {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"mirrorgan-tf {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.verbose or not _is_user_error(error):
+            raise
+        message = str(error) or type(error).__name__
+        print(f"mirrorgan-tf {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

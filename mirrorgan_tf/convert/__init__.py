@@ -3,11 +3,6 @@
 PyTorch is imported only when a checkpoint is read, so this package imports without it.
 """
 
-from mirrorgan_tf.convert.torch import (
-    add_convert_arguments,
-    convert_checkpoints,
-    load_state_dict,
-    run_convert,
-)
+from mirrorgan_tf.convert.torch import convert_checkpoints, load_state_dict
 
-__all__ = ["add_convert_arguments", "convert_checkpoints", "load_state_dict", "run_convert"]
+__all__ = ["convert_checkpoints", "load_state_dict"]

@@ -14,7 +14,6 @@ that read checkpoints, so `mirrorgan_tf` imports without it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import tempfile
@@ -457,51 +456,3 @@ def _add_captioner(run: _Conversion, config, states, sources, failed_keys, unk_r
 
 
 # === Command line ===
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the `mirrorgan-tf convert` arguments to `parser`.
-
-    Example:
-    >>> parser = argparse.ArgumentParser(); add_convert_arguments(parser)
-    >>> parser.parse_args(["--preset", "birds", "--out", "p", "--generator", "g.pth"]).generator
-    'g.pth'
-    """
-    parser.add_argument("--preset", required=True, choices=("birds", "coco"),
-                        help="the published configuration the checkpoints were trained with")
-    parser.add_argument("--out", required=True, metavar="PRESET_DIR",
-                        help="preset folder to write (replaced if it exists)")
-    parser.add_argument("--captions", metavar="PICKLE",
-                        help="AttnGAN captions.pickle: the vocabulary (vocabulary.txt)")
-    parser.add_argument("--text-encoder", metavar="PTH", help="DAMSM text_encoder*.pth")
-    parser.add_argument("--image-encoder", metavar="PTH", help="DAMSM image_encoder*.pth")
-    parser.add_argument("--generator", metavar="PTH",
-                        help="MirrorGAN or AttnGAN generator (e.g. bird_AttnGAN2.pth)")
-    parser.add_argument("--discriminators", nargs="+", metavar="PTH",
-                        help="up to three D_NET64/128/256 state_dicts, any order")
-    parser.add_argument("--captioner-encoder", metavar="PTH", help="STREAM encoder (EncoderCNN)")
-    parser.add_argument("--captioner-decoder", metavar="PTH", help="STREAM decoder (DecoderRNN)")
-    parser.add_argument("--attngan-fusion", choices=_FUSION_INITS, default="identity",
-                        help="fusion conv of an AttnGAN generator: pass-through (identity, "
-                             "reproduces AttnGAN) or fresh random weights")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """Runs `convert_checkpoints` from parsed `add_convert_arguments` arguments; returns 0.
-
-    Example:
-    >>> run_convert(parser.parse_args([...]))  # doctest: +SKIP
-    """
-    convert_checkpoints(
-        preset=args.preset,
-        out=args.out,
-        captions=args.captions,
-        text_encoder=args.text_encoder,
-        image_encoder=args.image_encoder,
-        generator=args.generator,
-        discriminators=args.discriminators,
-        captioner_encoder=args.captioner_encoder,
-        captioner_decoder=args.captioner_decoder,
-        verbose=not args.quiet,
-        attngan_fusion=args.attngan_fusion,
-    )
-    return 0

@@ -2,10 +2,8 @@
 
 from mirrorgan_tf.evaluation.bleu import corpus_bleu, modified_precision  # noqa: F401
 from mirrorgan_tf.evaluation.evaluate import (  # noqa: F401
-    add_evaluate_arguments,
     compute_reference_statistics,
     evaluate,
-    run_evaluate,
 )
 from mirrorgan_tf.evaluation.inception import (  # noqa: F401
     InceptionClassifier,

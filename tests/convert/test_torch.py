@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 
 from mirrorgan_tf import presets  # noqa: E402
 from mirrorgan_tf.convert import convert_checkpoints, layouts, load_state_dict  # noqa: E402
-from mirrorgan_tf.convert.torch import add_convert_arguments, run_convert  # noqa: E402
 from mirrorgan_tf.networks import (  # noqa: E402
     Captioner,
     Discriminator,
@@ -399,19 +398,18 @@ def test_checkpoints_with_code_are_refused(tmp_path):
         load_state_dict(_save({"epoch": 1, "lr": 0.1}, tmp_path / "empty.pth"))
 
 
-def test_cli_arguments_reach_the_converter(tmp_path):
-    import argparse
+def test_cli_arguments_reach_the_converter(tmp_path, capsys):
+    from mirrorgan_tf import cli
 
-    parser = argparse.ArgumentParser()
-    add_convert_arguments(parser)
     disc = _save(ref.D_NET(64, ndf=2, nef=8).state_dict(), tmp_path / "netD64.pth")
-    args = parser.parse_args(["--preset", "birds", "--out", str(tmp_path / "p"),
-                              "--discriminators", disc, "--quiet"])
+    args = cli.build_parser().parse_args(["convert", "--preset", "birds", "--out",
+                                          str(tmp_path / "p"), "--discriminators", disc,
+                                          "--quiet"])
     assert args.discriminators == [disc] and args.attngan_fusion == "identity"
     # A tiny discriminator against the published birds sizes: every tensor is reported.
     with pytest.raises(ValueError, match=r"img_code_s16\.0\.weight has shape \[2, 3, 4, 4\], "
                                          r"expected \[64, 3, 4, 4\]"):
-        run_convert(args)
+        args.func(args)
 
 
 def test_the_package_imports_and_explains_without_pytorch(monkeypatch):

@@ -1,6 +1,5 @@
 """Tests for mirrorgan_tf/evaluation/evaluate.py: streaming evaluation end to end."""
 
-import argparse
 import json
 import os
 
@@ -14,12 +13,10 @@ from mirrorgan_tf import presets
 from mirrorgan_tf.data import pipeline
 from mirrorgan_tf.data.shapes import ShapesDataset, parse_caption, render
 from mirrorgan_tf.evaluation.evaluate import (
-    add_evaluate_arguments,
     compute_reference_statistics,
     evaluate,
     evaluation_captions,
     format_report,
-    run_evaluate,
 )
 from mirrorgan_tf.evaluation.inception import InceptionClassifier, load_statistics
 from mirrorgan_tf.task import TextToImage
@@ -269,20 +266,19 @@ def test_damsm_from_another_folder(tiny_preset, tmp_path):
 
 
 def test_command_line(tiny_preset, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    add_evaluate_arguments(parser)
+    from mirrorgan_tf import cli
+
     out = str(tmp_path / "report.json")
-    args = parser.parse_args([
-        "--model", tiny_preset, "--data", "shapes", "--metrics", "r_precision,shapes",
-        "--num-images", "20", "--batch-size", "10", "--r-precision-candidates", "10",
-        "--out", out,
-    ])
-    assert run_evaluate(args) == 0
+    assert cli.main([
+        "evaluate", "--model", tiny_preset, "--data", "shapes", "--metrics",
+        "r_precision,shapes", "--num-images", "20", "--batch-size", "10",
+        "--r-precision-candidates", "10", "--out", out,
+    ]) == 0
     with open(out, encoding="utf-8") as f:
         assert set(json.load(f)["metrics"]) == {"r_precision", "shapes"}
     assert "R-precision (top-1 of 10)" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        run_evaluate(parser.parse_args(["--data", "shapes"]))
+    assert cli.main(["evaluate", "--data", "shapes"]) == 2
+    assert "pass --model, or --compute-reference-stats" in capsys.readouterr().err
 
 
 def test_attngan_captions_and_reference_statistics(tmp_path, standin_inception):
