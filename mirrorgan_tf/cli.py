@@ -147,7 +147,8 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument(
         "--metrics", default=None,
-        help="comma-separated: is,fid,r_precision,shapes (default: all; shapes for shapes data)",
+        help="comma-separated: is,fid,r_precision,shapes (default: every metric the model "
+        "and data allow; the report says which were skipped and why)",
     )
     parser.add_argument("--num-images", type=int, default=30_000, help="images to generate")
     parser.add_argument("--batch-size", type=int, default=32)

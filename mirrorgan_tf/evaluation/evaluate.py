@@ -17,6 +17,11 @@ global image feature and sentence feature of each image, for R-precision), never
 - `shapes` (only for `data="shapes"`): per-attribute text-image consistency read from the
   pixels (`shapes_score.consistency_score`) against `parse_caption` of each caption.
 
+Without `metrics`, every metric the model and data allow is computed; the others are skipped
+and the report's `skipped` says why (no DAMSM image encoder, Inception weights that cannot be
+loaded, data that is not shapes, too few images). Asked-for metrics that cannot be computed
+are errors.
+
 Captions: the first pass over the split takes each image's first caption in file order; later
 passes (when `num_images` exceeds the split) draw a random caption per image, seeded (the
 published protocol generates 30,000 images from the test captions). Image i uses noise seed
@@ -137,7 +142,17 @@ def _real_image_batches(
 
 
 def _inception(inception: InceptionClassifier | None, weights: str | None) -> InceptionClassifier:
-    return inception if inception is not None else InceptionClassifier.from_weights(weights)
+    if inception is not None:
+        return inception
+    try:
+        return InceptionClassifier.from_weights(weights)
+    except (ValueError, OSError):
+        raise
+    except Exception as error:  # Keras' download raises a bare Exception ("URL fetch failure")
+        raise RuntimeError(
+            f"could not load the Inception-v3 weights {weights!r} ({error}); give a local file "
+            "with --inception-weights PATH (or leave is and fid out of --metrics)"
+        ) from error
 
 
 def compute_reference_statistics(
@@ -283,17 +298,24 @@ class _ShapesTally:
 
 
 def _check_metrics(metrics, data: str, num_images: int, num_candidates: int,
-                   is_splits: int) -> tuple[str, ...]:
-    if metrics is None:
-        metrics = [m for m in METRICS if m != "shapes" or pipeline.data_kind(data) == "shapes"]
+                   is_splits: int) -> tuple[tuple[str, ...], dict[str, str]]:
+    """`(metrics to compute, {metric: why it is skipped})`.
+
+    Asked-for metrics that cannot be computed are errors; with `metrics=None` every metric
+    is tried and those the data or the image count rule out are skipped, with the reason.
+    """
+    by_default = metrics is None
+    if by_default:
+        metrics = METRICS
     if isinstance(metrics, str):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     metrics = tuple(dict.fromkeys(metrics))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"Unknown metrics {unknown}; choose from {list(METRICS)}.")
+    problems = {}
     if "shapes" in metrics and pipeline.data_kind(data) != "shapes":
-        raise ValueError("The shapes consistency score reads the built-in shapes data only.")
+        problems["shapes"] = "the shapes consistency score reads the built-in shapes data only"
     needed = {
         "r_precision": (num_candidates, "R-precision ranks each caption among num_candidates"),
         "is": (is_splits, "the Inception Score splits the images into is_splits parts"),
@@ -301,8 +323,10 @@ def _check_metrics(metrics, data: str, num_images: int, num_candidates: int,
     }
     for metric, (minimum, why) in needed.items():
         if metric in metrics and num_images < minimum:
-            raise ValueError(f"{why}: needs num_images >= {minimum}, got {num_images}.")
-    return metrics
+            problems[metric] = f"{why}: needs num_images >= {minimum}, got {num_images}"
+    if problems and not by_default:
+        raise ValueError("; ".join(f"{why}." for why in problems.values()))
+    return tuple(m for m in metrics if m not in problems), problems
 
 
 def _save_png(folder: str, index: int, image: np.ndarray) -> None:
@@ -338,7 +362,10 @@ def evaluate(
         model: a `TextToImage`, or a run folder, preset folder or preset name to load.
         data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
         metrics: any of `is`, `fid`, `r_precision`, `shapes` (a list or a comma-separated
-            string); None: all, `shapes` only for the shapes data.
+            string); asked-for metrics that cannot be computed are errors. None: every
+            metric the model and data allow; the others are skipped, with the reason, in the
+            report's `skipped` (shapes needs the shapes data, R-precision a DAMSM image
+            encoder, IS and FID the Inception weights).
         num_images: images to generate (30,000 in the literature).
         batch_size: captions per generator call.
         seed: seeds the noise of every image and the caption draws.
@@ -362,7 +389,8 @@ def evaluate(
         verbose: 1 shows a progress bar and prints the table.
 
     Returns:
-        The report: `metrics` (one entry per metric), and what was evaluated how.
+        The report: `metrics` (one entry per metric), `skipped` ({metric: why}), and what
+        was evaluated how.
 
     Example:
     >>> report = evaluate("runs/shapes", "shapes", num_images=2000)  # doctest: +SKIP
@@ -370,7 +398,8 @@ def evaluate(
     """
     start = time.perf_counter()
     num_images = int(num_images)
-    metrics = _check_metrics(metrics, data, num_images, num_candidates, is_splits)
+    by_default = metrics is None
+    metrics, skipped = _check_metrics(metrics, data, num_images, num_candidates, is_splits)
     model_folder = None
     model_name = getattr(model, "name", type(model).__name__)
     if isinstance(model, str):
@@ -381,7 +410,12 @@ def evaluate(
     damsm_text = damsm_image = None
     damsm_source = None
     if "r_precision" in metrics:
-        damsm_text, damsm_image, damsm_source = _load_damsm(model, damsm, model_folder)
+        try:
+            damsm_text, damsm_image, damsm_source = _load_damsm(model, damsm, model_folder)
+        except ValueError as error:
+            if not by_default:
+                raise
+            skipped["r_precision"] = str(error)
     if isinstance(reference_stats, str):
         reference_source = reference_stats
         reference_stats = load_statistics(reference_stats)
@@ -389,7 +423,19 @@ def evaluate(
         reference_source = "given" if reference_stats is not None else None
     classifier = None
     if "is" in metrics or "fid" in metrics:
-        classifier = _inception(inception, inception_weights)
+        try:
+            classifier = _inception(inception, inception_weights)
+        except RuntimeError as error:
+            if not by_default:
+                raise
+            skipped.update({m: str(error) for m in ("is", "fid") if m in metrics})
+    metrics = tuple(m for m in metrics if m not in skipped)
+    if not metrics:
+        raise ValueError("No metric can be computed: " + "; ".join(
+            f"{m}: {why}" for m, why in skipped.items()))
+    if verbose:
+        for metric, why in skipped.items():
+            print(f"Skipping {metric}: {why}")
     if "fid" in metrics and reference_stats is None:
         if verbose:
             print(f"Computing the FID statistics of the real {split} images of {data}...")
@@ -497,6 +543,7 @@ def evaluate(
         "seed": seed,
         "inception": None if classifier is None else classifier.source,
         "metrics": results,
+        "skipped": skipped,
         "seconds": round(seconds, 2),
     }
     if out:
@@ -533,4 +580,6 @@ def format_report(report: dict[str, Any]) -> str:
     if "shapes" in m:
         for key in ("colour", "shape", "size", "position", "overall", "count"):
             lines.append(f"{'shapes ' + key:32s}{m['shapes'][key]:.4f}")
+    for metric, why in report.get("skipped", {}).items():
+        lines.append(f"{'skipped ' + metric:32s}{why}")
     return "\n".join(lines)

@@ -251,6 +251,49 @@ def test_errors(tiny_preset, tmp_path):
                  verbose=0)
 
 
+def test_by_default_every_metric_the_model_and_data_allow_and_why_others_are_skipped(
+    tmp_path, standin_inception, monkeypatch, capsys
+):
+    no_damsm = _save_tiny_preset(tmp_path / "no_damsm", with_image_encoder=False)
+    report = evaluate(no_damsm, "shapes", num_images=20, batch_size=10, num_candidates=10,
+                      inception=standin_inception, num_reference_images=20)
+    assert set(report["metrics"]) == {"is", "fid", "shapes"}
+    assert list(report["skipped"]) == ["r_precision"]
+    assert "image_encoder.weights.h5" in report["skipped"]["r_precision"]
+    out = capsys.readouterr().out
+    assert "Skipping r_precision:" in out and "skipped r_precision" in out
+
+    # No network: the ImageNet Inception weights cannot be downloaded (Keras raises a bare
+    # Exception). By default IS and FID are skipped, saying why; asked for, it is an error.
+    def no_download(weights="imagenet"):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None")
+
+    monkeypatch.setattr(InceptionClassifier, "from_weights", staticmethod(no_download))
+    report = evaluate(no_damsm, "shapes", num_images=20, batch_size=10, num_candidates=10,
+                      verbose=0)
+    assert set(report["metrics"]) == {"shapes"}
+    assert sorted(report["skipped"]) == ["fid", "is", "r_precision"]
+    assert "URL fetch failure" in report["skipped"]["fid"]
+    with pytest.raises(RuntimeError, match="--inception-weights PATH"):
+        evaluate(no_damsm, "shapes", metrics="fid", num_images=20, verbose=0)
+    # Too few images for R-precision's 100 candidates: skipped by default, an error if asked.
+    with_damsm = _save_tiny_preset(tmp_path / "with_damsm")
+    report = evaluate(with_damsm, "shapes", num_images=20, batch_size=10, verbose=0)
+    assert "num_images >= 100" in report["skipped"]["r_precision"]
+
+
+def test_nothing_to_compute_is_an_error(tmp_path, monkeypatch):
+    attngan = make_mini_attngan(tmp_path / "birds", "birds", num_classes=2, images_per_class=2)
+
+    def no_download(weights="imagenet"):
+        raise Exception("URL fetch failure")
+
+    monkeypatch.setattr(InceptionClassifier, "from_weights", staticmethod(no_download))
+    no_damsm = _save_tiny_preset(tmp_path / "no_damsm", with_image_encoder=False)
+    with pytest.raises(ValueError, match="No metric can be computed: .*shapes data only"):
+        evaluate(no_damsm, attngan.root, num_images=4, verbose=0)
+
+
 def test_damsm_from_another_folder(tiny_preset, tmp_path):
     # An independently trained DAMSM (here: other random weights) scores the same images.
     keras.utils.set_random_seed(5)
