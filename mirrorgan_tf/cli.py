@@ -65,6 +65,7 @@ def _training_kwargs(args: argparse.Namespace) -> dict:
         "mixed_precision": args.mixed_precision,
         "jit_compile": args.jit_compile,
         "strategy": args.strategy,
+        **parse_set_values(args.set_values),
     }
 
 
@@ -231,7 +232,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, choices=("birds", "coco"),
-                        help="the published configuration the checkpoints were trained with")
+                        help="gives what the tensors cannot tell (words per caption, "
+                        "backbones, training settings); network sizes are read from the "
+                        "checkpoints")
     parser.add_argument("--out", required=True, metavar="PRESET_DIR",
                         help="preset folder to write (replaced if it exists)")
     parser.add_argument("--captions", metavar="PICKLE",
@@ -248,6 +251,46 @@ def _add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fusion conv of an AttnGAN generator: pass-through (identity, "
                              "reproduces AttnGAN) or fresh random weights")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _add_set_argument(parser, "over the sizes read from the checkpoints and the preset")
+
+
+def _add_set_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
+        help=f"a configuration value {what}, e.g. --set r_num=3 or --set "
+        "training.batch_size=4 (repeatable; VALUE is read as JSON when it parses: 3, 0.5, "
+        "true, null)",
+    )
+
+
+def parse_set_values(items: Sequence[str]) -> dict:
+    """`--set KEY=VALUE` arguments as configuration overrides (`KEY.SUB` nests).
+
+    Args:
+        items: the `KEY=VALUE` strings.
+
+    Raises:
+        ValueError: for an item without `=` or with an empty key.
+
+    Example:
+    >>> parse_set_values(["r_num=3", "rnn_type=gru", "training.ca_noise=false"])
+    {'r_num': 3, 'rnn_type': 'gru', 'training': {'ca_noise': False}}
+    """
+    overrides: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE; got {item!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = key.strip().split(".")
+        target = overrides
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return overrides
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -265,6 +308,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         captioner_decoder=args.captioner_decoder,
         verbose=not args.quiet,
         attngan_fusion=args.attngan_fusion,
+        config_overrides=parse_set_values(args.set_values),
     )
     return 0
 
@@ -292,6 +336,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser, default_out: str) -
         "--strategy", choices=["mirrored", "multi_worker"], default=None,
         help="tf.distribute strategy (multi_worker reads TF_CONFIG)",
     )
+    _add_set_argument(parser, "over the preset's (give the same ones when resuming)")
 
 
 def build_parser() -> argparse.ArgumentParser:

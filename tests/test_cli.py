@@ -148,3 +148,16 @@ def test_stderr_set_aside_replays_what_it_held_on_failure(capfd):
         os.write(2, b"why the import failed\n")
         raise ImportError("broken")
     assert "why the import failed" in capfd.readouterr().err
+
+
+def test_set_values_reach_the_training_functions():
+    args = cli.build_parser().parse_args([
+        "train", "--stem", "a", "--stream", "b", "--set", "num_stages=1",
+        "--set", "training.ca_noise=false", "--set", "training.ema_decay=0.999",
+    ])
+    kwargs = cli._training_kwargs(args)
+    assert kwargs["num_stages"] == 1
+    assert kwargs["training"] == {"ca_noise": False, "ema_decay": 0.999}
+    assert cli.parse_set_values(["rnn_type=gru", "x=[1, 2]"]) == {"rnn_type": "gru", "x": [1, 2]}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        cli.parse_set_values(["=3"])

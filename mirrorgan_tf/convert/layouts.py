@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -565,6 +566,143 @@ def checkpoint_kind(keys: Iterable[str]) -> str | None:
         if all(k in keys for k in signature):
             return kind
     return None
+
+
+# === Network sizes read from the checkpoints ===
+# Configuration keys the tensors tell; the rest (words per caption, captions per image, the
+# backbones' input sizes, training settings) come from the preset.
+INFERRED_KEYS = ("embedding_dim", "nef", "rnn_type", "condition_dim", "z_dim", "gf_dim",
+                 "r_num", "num_stages", "df_dim", "captioner_embed_dim", "captioner_hidden_dim")
+_DISCRIMINATOR_STAGES = {64: 1, 128: 2, 256: 3}
+
+
+def _dim(state: Mapping[str, np.ndarray], key: str, axis: int) -> int | None:
+    value = state.get(key)
+    return None if value is None or np.ndim(value) <= axis else int(np.shape(value)[axis])
+
+
+def infer_sizes(
+    states: Mapping[str, Mapping[str, np.ndarray] | None],
+    sources: Mapping[str, str],
+    discriminators: Mapping[int, tuple[str, Mapping[str, np.ndarray]]] = (),
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """The network sizes the checkpoints' tensors tell, where each was read, and disagreements.
+
+    Read (published layouts, `shared/design/mirrorgan-reference.md`):
+    - text encoder: `encoder.weight` [V, E] -> embedding_dim E; `rnn.weight_hh_l0` [G h, h]
+      -> nef 2h (bidirectional), rnn_type lstm (G = 4) or gru (G = 3);
+    - generator: `ca_net.fc.weight` [4c, nef] -> condition_dim c, nef; `h_net1.fc.0.weight`
+      [gf 16 x 4 x 4 x 2, z + c] -> gf_dim, z_dim; `h_net{k}`/`img_net{k}` -> num_stages;
+      `h_net2.residual.{i}` -> r_num;
+    - discriminators: `img_code_s16.0.weight` [df, 3, 4, 4] -> df_dim;
+      `COND_DNET.jointConv.0.weight` [8 df, 8 df + nef, 3, 3] -> nef; the largest one ->
+      num_stages when no generator is given;
+    - image encoder: `emb_cnn_code.weight` [nef, 2048] -> nef;
+    - captioner: encoder `linear.weight` [embed, 2048] and decoder `embed.weight` [V, embed]
+      -> captioner_embed_dim; decoder `lstm.weight_hh_l0` [4 h, h] -> captioner_hidden_dim.
+
+    Args:
+        states: component name (`text_encoder`, `image_encoder`, `generator`,
+            `captioner_encoder`, `captioner_decoder`) -> state_dict as numpy arrays, or None.
+        sources: component name -> the file it came from (for the messages).
+        discriminators: image size -> (file, state_dict).
+
+    Returns:
+        `(sizes, evidence, conflicts)`: `{key: value}`, `{key: "FILE TENSOR [shape]"}` of the
+        first tensor that told it, and one message per key on which tensors disagree.
+
+    Example:
+    >>> state = {"ca_net.fc.weight": np.zeros([400, 256]),
+    ...          "h_net1.fc.0.weight": np.zeros([8192, 200])}
+    >>> infer_sizes({"generator": state}, {"generator": "netG.pth"})[0]
+    {'condition_dim': 100, 'nef': 256, 'gf_dim': 16, 'z_dim': 100, 'num_stages': 1}
+    """
+    found: dict[str, list[tuple[Any, str]]] = {}
+
+    def tell(key: str, value, source: str, tensor: str, shape) -> None:
+        found.setdefault(key, []).append((value, f"{source} {tensor} {_fmt(shape)}"))
+
+    def read(component: str):
+        state = states.get(component)
+        return (state, sources.get(component, component)) if state is not None else (None, "")
+
+    state, source = read("text_encoder")
+    if state is not None:
+        if (e := _dim(state, "encoder.weight", 1)) is not None:
+            tell("embedding_dim", e, source, "encoder.weight", state["encoder.weight"].shape)
+        hh = state.get("rnn.weight_hh_l0")
+        if hh is not None and np.ndim(hh) == 2 and hh.shape[1] and hh.shape[0] % hh.shape[1] == 0:
+            gates = hh.shape[0] // hh.shape[1]
+            tell("nef", 2 * int(hh.shape[1]), source, "rnn.weight_hh_l0", hh.shape)
+            if gates in (3, 4):
+                tell("rnn_type", "lstm" if gates == 4 else "gru", source, "rnn.weight_hh_l0",
+                     hh.shape)
+
+    state, source = read("generator")
+    if state is not None:
+        ca = state.get("ca_net.fc.weight")
+        if ca is not None and np.ndim(ca) == 2 and ca.shape[0] % 4 == 0:
+            tell("condition_dim", int(ca.shape[0]) // 4, source, "ca_net.fc.weight", ca.shape)
+            tell("nef", int(ca.shape[1]), source, "ca_net.fc.weight", ca.shape)
+        fc = state.get("h_net1.fc.0.weight")
+        if fc is not None and np.ndim(fc) == 2 and fc.shape[0] % 512 == 0:
+            tell("gf_dim", int(fc.shape[0]) // 512, source, "h_net1.fc.0.weight", fc.shape)
+            if ca is not None and np.ndim(ca) == 2:
+                tell("z_dim", int(fc.shape[1]) - int(ca.shape[0]) // 4, source,
+                     "h_net1.fc.0.weight", fc.shape)
+        stages = [k for k in (1, 2, 3)
+                  if any(key.startswith((f"h_net{k}.", f"img_net{k}.")) for key in state)]
+        if stages:
+            tell("num_stages", max(stages), source, f"h_net{max(stages)}/img_net{max(stages)}",
+                 ())
+        blocks = {int(m.group(1)) for k in state
+                  if (m := re.match(r"h_net2\.residual\.(\d+)\.", k))}
+        if blocks:
+            key = f"h_net2.residual.{max(blocks)}.block.0.weight"
+            tell("r_num", max(blocks) + 1, source, f"h_net2.residual.{max(blocks)}",
+                 state[key].shape if key in state else ())
+        context = state.get("h_net2.att.conv_context.weight")
+        if context is not None and np.ndim(context) == 4:
+            tell("nef", int(context.shape[1]), source, "h_net2.att.conv_context.weight",
+                 context.shape)
+
+    for _, (source, state) in sorted(dict(discriminators).items()):
+        first = state.get("img_code_s16.0.weight")
+        if first is not None and np.ndim(first) == 4:
+            tell("df_dim", int(first.shape[0]), source, "img_code_s16.0.weight", first.shape)
+        joint = state.get("COND_DNET.jointConv.0.weight")
+        if joint is not None and np.ndim(joint) == 4:
+            tell("nef", int(joint.shape[1]) - int(joint.shape[0]), source,
+                 "COND_DNET.jointConv.0.weight", joint.shape)
+    if discriminators and states.get("generator") is None:
+        size, (source, _) = max(dict(discriminators).items())
+        if size in _DISCRIMINATOR_STAGES:
+            tell("num_stages", _DISCRIMINATOR_STAGES[size], source, f"(a {size}x{size} D_NET)",
+                 ())
+
+    state, source = read("image_encoder")
+    if state is not None and (n := _dim(state, "emb_cnn_code.weight", 0)) is not None:
+        tell("nef", n, source, "emb_cnn_code.weight", state["emb_cnn_code.weight"].shape)
+
+    state, source = read("captioner_encoder")
+    if state is not None and (e := _dim(state, "linear.weight", 0)) is not None:
+        tell("captioner_embed_dim", e, source, "linear.weight", state["linear.weight"].shape)
+    state, source = read("captioner_decoder")
+    if state is not None:
+        if (e := _dim(state, "embed.weight", 1)) is not None:
+            tell("captioner_embed_dim", e, source, "embed.weight", state["embed.weight"].shape)
+        if (h := _dim(state, "lstm.weight_hh_l0", 1)) is not None:
+            tell("captioner_hidden_dim", h, source, "lstm.weight_hh_l0",
+                 state["lstm.weight_hh_l0"].shape)
+
+    sizes, evidence, conflicts = {}, {}, []
+    for key, readings in found.items():
+        sizes[key], evidence[key] = readings[0]
+        values = {value for value, _ in readings}
+        if len(values) > 1:
+            listing = "; ".join(f"{where} says {value}" for value, where in readings)
+            conflicts.append(f"the checkpoints disagree on {key}: {listing}")
+    return sizes, evidence, conflicts
 
 
 # === Matching a state_dict against entries ===

@@ -217,7 +217,10 @@ def convert_checkpoints(
       converted trunk differs slightly at feature-map borders; the projections are exact.
 
     Args:
-        preset: `birds` or `coco` (the networks' sizes; `shapes` has no published layout).
+        preset: `birds` or `coco`: what the tensors cannot tell (words per caption, captions
+            per image, backbones, training settings). The network sizes are read from the
+            checkpoints given (`layouts.infer_sizes`), so any size converts; the preset's
+            values stand for sizes no given checkpoint holds.
         out: the preset folder to write (replaced if it exists).
         captions: AttnGAN's `captions.pickle` (the vocabulary).
         text_encoder: DAMSM RNN_ENCODER state_dict (`text_encoder200.pth`).
@@ -228,7 +231,8 @@ def convert_checkpoints(
         captioner_decoder: STREAM DecoderRNN state_dict (`embed`, `lstm`, `linear`).
         verbose: print what is converted and every note.
         attngan_fusion: `identity` or `fresh`, the fusion conv of an AttnGAN generator.
-        config_overrides: preset configuration overrides (e.g. for non-standard checkpoints).
+        config_overrides: configuration values that override both the checkpoints' sizes
+            and the preset (`mirrorgan-tf convert --set KEY=VALUE`).
 
     Returns:
         `out`.
@@ -307,16 +311,29 @@ def convert_checkpoints(
         run.notes.append("no captions.pickle given: no vocabulary.txt is written; token ids are "
                          "the checkpoints' and <unk> is appended at id V")
 
-    overrides = dict(config_overrides or {})
+    # --- Sizes: what the tensors tell, then `config_overrides`, then the preset ---
+    sizes, evidence, conflicts = layouts.infer_sizes(states, sources, disc_states)
+    run.problems += conflicts
     if vocab_size is not None:
-        overrides["vocab_size"] = vocab_size
-    config = presets.get_config(preset, **overrides)
+        sizes["vocab_size"] = vocab_size
+        evidence["vocab_size"] = (f"{_name(captions)} (+1 for <unk>)" if vocabulary is not None
+                                  else "the checkpoints' word tables (+1 for <unk>)")
+    user = dict(config_overrides or {})
+    try:
+        config = presets.get_config(preset, **{**sizes, **user})
+    except ValueError as error:
+        raise ValueError(f"Cannot convert into {out!r}: {error}") from None
+    described = {k: v for k, v in evidence.items() if k not in user}
 
     def unk_row(rows: int) -> bool:
         return config["vocab_size"] == rows + 1
 
     if verbose:
-        print(f"converting into preset {preset!r} (vocab_size {config['vocab_size']:,}):")
+        print(f"converting into a {preset!r} configuration, sizes read from the checkpoints:")
+        for key, where in described.items():
+            print(f"  {key:20s} {config[key]!s:>8s}  ({where})")
+        for key, value in user.items():
+            print(f"  {key:20s} {value!s:>8s}  (set)")
 
     # --- Match each component (nothing assigned yet) ---
     if states["text_encoder"] is not None:
@@ -365,9 +382,10 @@ def convert_checkpoints(
     if run.problems:
         hint = ""
         if run.shape_problems:
-            hint = (f"\nShapes follow preset {preset!r} (gf_dim {config['gf_dim']}, df_dim "
-                    f"{config['df_dim']}, r_num {config['r_num']}, nef {config['nef']}): "
-                    "check that the checkpoints were trained with it.")
+            hint = (f"\nShapes follow {describe_config(config)}, read from the checkpoints "
+                    f"where their tensors tell ({', '.join(described) or 'nowhere'}), set "
+                    f"({', '.join(user) or 'nothing'}), else from preset {preset!r}: check the "
+                    "files and any --set values.")
         raise ValueError(
             f"Cannot convert into {out!r}: {len(run.problems)} problem(s), nothing written:\n"
             + "\n".join(f"  - {p}" for p in run.problems) + hint
@@ -376,7 +394,11 @@ def convert_checkpoints(
     for action in run.actions:
         action()
     metadata = {
+        "description": (f"Converted from PyTorch checkpoints ({', '.join(run.sources.values())})"
+                        f": {describe_config(config)}."),
         "converted_from": run.sources,
+        "sizes_from_checkpoints": {k: f"{config[k]} ({where})" for k, where in described.items()},
+        "sizes_set": user,
         "conversion_notes": run.notes,
         "freshly_initialised": run.fresh,
     }
@@ -393,6 +415,26 @@ def convert_checkpoints(
             print(f"freshly initialised ({len(run.fresh)}): " + ", ".join(run.fresh))
         print(f"wrote {out}")
     return out
+
+
+def describe_config(config: Mapping[str, Any]) -> str:
+    """One line of a configuration's network sizes, as the preset descriptions spell them.
+
+    Args:
+        config: a configuration (`presets.get_config`).
+
+    Example:
+    >>> describe_config(presets.get_config("birds")).split(", ")[:4]
+    ['GF 32', 'DF 64', 'R 2', 'nef 256']
+    """
+    return (
+        f"GF {config['gf_dim']}, DF {config['df_dim']}, R {config['r_num']}, nef "
+        f"{config['nef']}, embedding {config['embedding_dim']} ({config['rnn_type']}), z "
+        f"{config['z_dim']}, c {config['condition_dim']}, {config['num_stages']} stage"
+        f"{'s' if config['num_stages'] > 1 else ''} ({presets.image_sizes(config)[-1]}x"
+        f"{presets.image_sizes(config)[-1]}), STREAM embed {config['captioner_embed_dim']} / "
+        f"hidden {config['captioner_hidden_dim']}, vocabulary {config['vocab_size']:,}"
+    )
 
 
 def _add_generator(run: _Conversion, config, state, source: str, attngan_fusion: str) -> None:

@@ -279,18 +279,28 @@ def test_convert_checkpoints_writes_an_exact_preset(tmp_path, capsys):
                         for s in (256, 64, 128)],  # any order
     )
     out = str(tmp_path / "preset")
-    assert convert_checkpoints("birds", out, config_overrides=TINY, **paths) == out
+    # No sizes given: every network size is read from the tensors (the preset gives the rest).
+    assert convert_checkpoints("birds", out, **paths) == out
     printed = capsys.readouterr().out
     assert "<unk>" in printed and "wrote" in printed
+    assert "gf_dim" in printed and "netG.pth h_net1.fc.0.weight [2048, 11]" in printed
 
     parts = presets.from_preset(out)
     assert parts["config"]["vocab_size"] == vocab + 1
+    assert {k: parts["config"][k] for k in TINY} == TINY
+    assert parts["config"]["num_stages"] == 3 and parts["config"]["words_num"] == 18
     with open(parts["vocabulary_path"], encoding="utf-8") as f:
         assert f.read().split("\n")[:-1] == [*WORDS, "<unk>"]
     with open(os.path.join(out, "metadata.json"), encoding="utf-8") as f:
         metadata = json.load(f)
     assert metadata["converted_from"]["generator"] == "netG.pth"
     assert metadata["freshly_initialised"] == []
+    # The metadata describes what was converted, not the birds preset.
+    assert metadata["description"].startswith("Converted from PyTorch checkpoints")
+    assert "GF 4, DF 2, R 1, nef 8, embedding 6 (lstm), z 5, c 6, 3 stages" in (
+        metadata["description"])
+    assert metadata["sizes_from_checkpoints"]["df_dim"].startswith("2 (netD")
+    assert metadata["sizes_set"] == {}
     assert sorted(k for k in parts if k.startswith(("text", "gen", "disc"))) == [
         "discriminator_128", "discriminator_256", "discriminator_64", "generator",
         "text_encoder"]
@@ -383,7 +393,7 @@ def test_shape_mismatch_names_both_shapes(tmp_path):
     message = str(error.value)
     assert ("netG.pth: h_net2.conv.weight has shape [8, 9, 1, 1], expected [8, 12, 1, 1] "
             "(for generator/h_net2_conv/kernel)") in message
-    assert "check that the checkpoints were trained with it" in message
+    assert "check the files and any --set values" in message
 
 
 class _NotATensor:
@@ -402,14 +412,50 @@ def test_cli_arguments_reach_the_converter(tmp_path, capsys):
     from mirrorgan_tf import cli
 
     disc = _save(ref.D_NET(64, ndf=2, nef=8).state_dict(), tmp_path / "netD64.pth")
-    args = cli.build_parser().parse_args(["convert", "--preset", "birds", "--out",
-                                          str(tmp_path / "p"), "--discriminators", disc,
-                                          "--quiet"])
+    out = tmp_path / "p"
+    argv = ["convert", "--preset", "birds", "--out", str(out), "--discriminators", disc]
+    args = cli.build_parser().parse_args([*argv, "--quiet"])
     assert args.discriminators == [disc] and args.attngan_fusion == "identity"
-    # A tiny discriminator against the published birds sizes: every tensor is reported.
+    # --set overrides what the tensors say: a 64-wide D is asked for, every tensor is reported.
     with pytest.raises(ValueError, match=r"img_code_s16\.0\.weight has shape \[2, 3, 4, 4\], "
                                          r"expected \[64, 3, 4, 4\]"):
+        cli.parse_set_values(["df_dim=64"])
+        args = cli.build_parser().parse_args([*argv, "--quiet", "--set", "df_dim=64"])
         args.func(args)
+    assert not out.exists()
+    # Without it, the sizes come from the checkpoint: a tiny D converts as it is.
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "df_dim" in printed and "netD64.pth img_code_s16.0.weight [2, 3, 4, 4]" in printed
+    config = presets.from_preset(str(out), components=[])["config"]
+    assert (config["df_dim"], config["nef"], config["num_stages"]) == (2, 8, 1)
+    assert cli.main([*argv, "--set", "r_num"]) == 2
+    assert "--set takes KEY=VALUE" in capsys.readouterr().err
+
+
+def test_disagreeing_checkpoints_are_listed_and_nothing_is_written(tmp_path):
+    text = ref.RNN_ENCODER(7, ninput=6, nhidden=8)  # nef 8 (4 per direction)
+    generator = ref.G_NET(4, 12, 6, 5, r_num=1)  # nef 12
+    out = tmp_path / "preset"
+    with pytest.raises(ValueError) as error:
+        convert_checkpoints("birds", str(out), verbose=False,
+                            text_encoder=_save(text.state_dict(), tmp_path / "t.pth"),
+                            generator=_save(generator.state_dict(), tmp_path / "g.pth"))
+    message = str(error.value)
+    assert "the checkpoints disagree on nef: t.pth rnn.weight_hh_l0 [16, 4] says 8" in message
+    assert "g.pth ca_net.fc.weight [24, 12] says 12" in message
+    assert not out.exists()
+
+
+def test_captioner_decoder_sizes_come_from_the_checkpoint(tmp_path):
+    decoder = ref.randomize(ref.DecoderRNN(6, 10, len(WORDS)), seed=3)
+    out = str(tmp_path / "p")
+    convert_checkpoints("coco", out, verbose=False,
+                        captions=_write_captions_pickle(tmp_path / "captions.pickle"),
+                        captioner_decoder=_save(decoder.state_dict(), tmp_path / "dec.pth"))
+    config = presets.from_preset(out, components=[])["config"]
+    assert (config["captioner_embed_dim"], config["captioner_hidden_dim"]) == (6, 10)
+    assert config["words_num"] == 12  # what the tensors cannot tell: coco's
 
 
 def test_the_package_imports_and_explains_without_pytorch(monkeypatch):
