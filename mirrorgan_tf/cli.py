@@ -53,7 +53,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _training_kwargs(args: argparse.Namespace) -> dict:
-    return {
+    kwargs = {
         "preset": args.preset,
         "data": args.data,
         "out": args.out,
@@ -65,8 +65,13 @@ def _training_kwargs(args: argparse.Namespace) -> dict:
         "mixed_precision": args.mixed_precision,
         "jit_compile": args.jit_compile,
         "strategy": args.strategy,
-        **parse_set_values(args.set_values),
     }
+    overrides = parse_set_values(args.set_values)
+    clashes = sorted(set(overrides) & set(kwargs))
+    if clashes:
+        key = clashes[0]
+        raise ValueError(f"--set {key}=...: {key} is an option, --{key.replace('_', '-')}")
+    return {**kwargs, **overrides}
 
 
 def _cmd_pretrain_stem(args: argparse.Namespace) -> int:

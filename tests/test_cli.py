@@ -161,3 +161,7 @@ def test_set_values_reach_the_training_functions():
     assert cli.parse_set_values(["rnn_type=gru", "x=[1, 2]"]) == {"rnn_type": "gru", "x": [1, 2]}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         cli.parse_set_values(["=3"])
+    args = cli.build_parser().parse_args(["train", "--stem", "a", "--stream", "b",
+                                          "--set", "batch_size=4"])
+    with pytest.raises(ValueError, match="is an option, --batch-size"):
+        cli._training_kwargs(args)
