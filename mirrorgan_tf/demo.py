@@ -28,7 +28,12 @@ from typing import Any
 
 from mirrorgan_tf import presets
 from mirrorgan_tf.data.tokenizer import Tokenizer
-from mirrorgan_tf.evaluation.shapes_score import chance_score, held_out_captions, score_model
+from mirrorgan_tf.evaluation.shapes_score import (
+    chance_score,
+    held_out_captions,
+    score_captioner,
+    score_model,
+)
 from mirrorgan_tf.task import TextToImage, resolve_preset
 from mirrorgan_tf.training import run
 from mirrorgan_tf.visualize import CURVE_ATTRIBUTES, save_generation_grid, save_learning_curve
@@ -219,6 +224,9 @@ def run_demo(
     model = TextToImage.from_preset(gan)
     after = score_model(model, captions, specs)
     chance = chance_score(num_eval, seed, level)
+    # STREAM's reading of real held-out images: what its caption loss can teach at best.
+    stream_reading = score_captioner(model, num_eval, seed, level,
+                                     image_size=presets.image_sizes(model.config)[0])
     grid_captions = DEMO_GRID_CAPTIONS.get(level, GRID_CAPTIONS)
     grid = os.path.join(out, "grid.png")
     save_generation_grid(model.generate(grid_captions, seed=seed, return_attention=True),
@@ -240,6 +248,7 @@ def run_demo(
         "untrained": before,
         "trained": after,
         "chance": chance,
+        "stream_reading_real_images": stream_reading,
         "targets": DEMO_TARGETS,
         "targets_met": {k: after[k] >= v for k, v in DEMO_TARGETS.items()},
         "grid": grid,
@@ -261,6 +270,8 @@ def run_demo(
         print(f"  {key:10s} {before[key]:10.3f} {after[key]:10.3f} {chance[key]:10.3f} "
               f"{target:>10s}")
     print("  (chance: real test images scored against another scene's caption)")
+    print("STREAM's captions of the real held-out images, read back: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in stream_reading.items()))
     print(f"Grid with word-attention maps: {grid}")
     if curve:
         print(f"Learning curve ({len(curve)} evaluations): {curve_png}")

@@ -103,7 +103,7 @@ def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_cu
     report = run_demo(out, scale=1e-4, num_eval=8, curve_captions=8, verbose=0, **TINY)
     steps = report["steps"]
     assert report["level"] == "easy" and steps["gan_64"] == steps["gan"] == 2
-    for key in ("untrained", "trained", "chance"):
+    for key in ("untrained", "trained", "chance", "stream_reading_real_images"):
         assert set(DEMO_TARGETS) <= set(report[key])
     assert report["targets_met"] == {k: report["trained"][k] >= v
                                      for k, v in DEMO_TARGETS.items()}

@@ -52,6 +52,7 @@ __all__ = [
     "parse_caption",
     "read_objects",
     "read_scene",
+    "score_captioner",
     "score_model",
 ]
 
@@ -420,3 +421,48 @@ def score_model(model, captions: Sequence[str], specs: Sequence[SceneSpec],
     )
     result = consistency_score(images, specs)
     return {k: round(float(v), 3) for k, v in result.items()}
+
+
+def score_captioner(model, count: int, seed: int = 0, level: str = DEFAULT_LEVEL,
+                    image_size: int = 64, batch: int = 64) -> dict[str, float]:
+    """How well a captioner (STREAM) reads real held-out images: its caption loss's teacher.
+
+    Each of the first `count` test scenes is drawn (real, crisp shapes), captioned by
+    `model.caption`, and the caption parsed back (`parse_caption`): an attribute of a requested
+    shape counts as read when the caption's shape at the same place in the scene has it.
+
+    Args:
+        model: anything with `caption(uint8 images) -> list[str]` (a `TextToImage` with STREAM).
+        count: how many held-out scenes.
+        seed: the data seed of the test split.
+        level: the dataset's difficulty level.
+        image_size: the size the images are drawn at (the `shapes` preset's STREAM reads 64 px).
+        batch: images per `caption` call.
+
+    Returns:
+        `{"colour", "shape", "size", "position"}` in [0, 1], and `"unreadable"`, the fraction
+        of captions that do not parse into a scene (counted wrong on every attribute).
+
+    Example:
+        >>> score_captioner(TextToImage.from_preset("runs/gan"), 256)  # doctest: +SKIP
+        {'colour': 1.0, 'shape': 0.832, 'size': 1.0, 'position': 1.0, 'unreadable': 0.0}
+    """
+    test = ShapesDataset("test", num_images=count, seed=seed, image_size=image_size,
+                         num_stages=1, level=level)
+    _, specs = held_out_captions(count, seed, level)
+    images = np.stack([_as_uint8(test.image(i)) for i in range(count)])
+    read: list[str] = []
+    for start in range(0, count, batch):
+        read += list(model.caption(images[start : start + batch]))
+    hits, shapes, unreadable = dict.fromkeys(ATTRIBUTES, 0), 0, 0
+    for text, spec in zip(read, specs, strict=True):
+        got = parse_caption(text)
+        unreadable += got is None
+        for k, want in enumerate(spec.shapes):
+            shapes += 1
+            if got is not None and k < len(got.shapes):
+                for a in ATTRIBUTES:
+                    hits[a] += getattr(got.shapes[k], a) == getattr(want, a)
+    result = {a: round(hits[a] / shapes, 3) for a in ATTRIBUTES}
+    result["unreadable"] = round(unreadable / count, 3)
+    return result

@@ -122,3 +122,30 @@ def test_reader_tolerates_mild_noise():
     scores = consistency_score(images, scenes)
     for attribute in ATTRIBUTES:
         assert scores[attribute] >= 0.95, (attribute, scores)
+
+
+class _ListCaptioner:
+    """A stand-in captioner that answers with the given captions, in order."""
+
+    def __init__(self, captions):
+        self.captions, self.seen = list(captions), 0
+
+    def caption(self, images):
+        assert images.dtype == np.uint8 and images.shape[1:] == (64, 64, 3)
+        out = self.captions[self.seen : self.seen + len(images)]
+        self.seen += len(images)
+        return out
+
+
+def test_score_captioner_reads_what_the_captions_say():
+    from mirrorgan_tf.evaluation.shapes_score import held_out_captions, score_captioner
+
+    captions, _ = held_out_captions(40, level="medium")
+    perfect = score_captioner(_ListCaptioner(captions), 40, level="medium", batch=16)
+    assert perfect == {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0,
+                       "unreadable": 0.0}
+    shifted = score_captioner(_ListCaptioner(captions[1:] + captions[:1]), 40, level="medium")
+    assert shifted["colour"] < 0.5 and shifted["position"] < 0.5
+    nonsense = score_captioner(_ListCaptioner(["zzz"] * 40), 40, level="medium")
+    assert nonsense == {"colour": 0.0, "shape": 0.0, "size": 0.0, "position": 0.0,
+                        "unreadable": 1.0}
