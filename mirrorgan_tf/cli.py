@@ -464,19 +464,21 @@ def _stderr_set_aside() -> Iterator[None]:
     """Sends file descriptor 2 to a temporary file; replays it if the block raises."""
     sys.stderr.flush()
     saved = os.dup(2)
+    failed = False
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
             yield
         except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode("utf-8", errors="replace"))
+            failed = True
             raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+            if failed:
+                held.seek(0)
+                sys.stderr.write(held.read().decode("utf-8", errors="replace"))
 
 
 def start_tensorflow(verbose: bool = False) -> None:

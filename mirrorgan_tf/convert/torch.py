@@ -427,13 +427,14 @@ def describe_config(config: Mapping[str, Any]) -> str:
     >>> describe_config(presets.get_config("birds")).split(", ")[:4]
     ['GF 32', 'DF 64', 'R 2', 'nef 256']
     """
+    size = presets.image_sizes(config)[-1]
     return (
         f"GF {config['gf_dim']}, DF {config['df_dim']}, R {config['r_num']}, nef "
         f"{config['nef']}, embedding {config['embedding_dim']} ({config['rnn_type']}), z "
         f"{config['z_dim']}, c {config['condition_dim']}, {config['num_stages']} stage"
-        f"{'s' if config['num_stages'] > 1 else ''} ({presets.image_sizes(config)[-1]}x"
-        f"{presets.image_sizes(config)[-1]}), STREAM embed {config['captioner_embed_dim']} / "
-        f"hidden {config['captioner_hidden_dim']}, vocabulary {config['vocab_size']:,}"
+        f"{'s' if config['num_stages'] > 1 else ''} ({size}x{size}), STREAM embed "
+        f"{config['captioner_embed_dim']} / hidden {config['captioner_hidden_dim']}, "
+        f"vocabulary {config['vocab_size']:,}"
     )
 
 
@@ -495,6 +496,3 @@ def _add_captioner(run: _Conversion, config, states, sources, failed_keys, unk_r
                              f"{layouts.UNK_OUTPUT_NOTE}")
     else:
         run.fresh.append("captioner/decoder (no captioner decoder checkpoint given)")
-
-
-# === Command line ===
