@@ -153,7 +153,7 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument(
         "--metrics", default=None,
-        help="comma-separated: is,fid,r_precision,shapes (default: every metric the model "
+        help="comma-separated: is,fid,kid,r_precision,shapes (default: every metric the model "
         "and data allow; the report says which were skipped and why)",
     )
     parser.add_argument("--num-images", type=int, default=30_000, help="images to generate")
@@ -176,8 +176,19 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         "else 256)",
     )
     parser.add_argument(
+        "--fid-backend", default="keras", choices=("keras", "pytorch-fid"),
+        help="the Inception network of IS/FID/KID: keras (Keras' ImageNet InceptionV3) or "
+        "pytorch-fid (its FID Inception, as published tables use; --inception-weights "
+        "pt_inception-2015-12-05-6726825d.pth)",
+    )
+    parser.add_argument(
         "--inception-weights", default="imagenet",
-        help="imagenet, none (random: smoke tests only) or a converted .weights.h5/.keras",
+        help="keras backend: imagenet, none (random: smoke tests only) or a converted "
+        ".weights.h5/.keras; pytorch-fid backend: its .pth (or a .weights.h5 saved from it)",
+    )
+    parser.add_argument("--kid-subsets", type=int, default=100, help="KID's subsets")
+    parser.add_argument(
+        "--kid-subset-size", type=int, default=1000, help="images per KID subset"
     )
     parser.add_argument(
         "--damsm", default=None,
@@ -191,8 +202,11 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mirrorgan_tf import presets
-    from mirrorgan_tf.evaluation.evaluate import compute_reference_statistics, evaluate
-    from mirrorgan_tf.evaluation.inception import InceptionClassifier
+    from mirrorgan_tf.evaluation.evaluate import (
+        compute_reference_statistics,
+        evaluate,
+        load_inception,
+    )
     from mirrorgan_tf.task import resolve_preset
 
     if args.model is None and args.compute_reference_stats is None:
@@ -206,7 +220,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             # The config alone (no weights are built): the generated images' size.
             config = presets.from_preset(resolve_preset(args.model), components=[])["config"]
             image_size = presets.image_sizes(config)[-1]
-        classifier = InceptionClassifier.from_weights(weights)
+        classifier = load_inception(weights, args.fid_backend)
         compute_reference_statistics(
             args.data, args.split, args.compute_reference_stats, args.num_reference_images,
             args.batch_size, image_size=image_size, inception=classifier,
@@ -231,6 +245,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         num_candidates=args.r_precision_candidates,
         num_reference_images=args.num_reference_images,
         inception=classifier,
+        fid_backend=args.fid_backend,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
     )
     return 0
 

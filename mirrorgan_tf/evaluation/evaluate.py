@@ -2,11 +2,20 @@
 
 `evaluate` generates `num_images` images from the captions of a split in batches and streams
 each batch through the metric networks; only small per-image features are kept (the DAMSM
-global image feature and sentence feature of each image, for R-precision), never the images.
+global image feature and sentence feature of each image, for R-precision; the 2048-d Inception
+features, 8 KB an image, for KID), never the images.
 
 - `is`: Inception Score of the generated images (`inception.StreamingInceptionScore`).
 - `fid`: Frechet Inception Distance to the real images of the split (reference statistics
   from `--reference-stats`, or computed from the real images first).
+- `kid`: Kernel Inception Distance to the same real images (unbiased, mean and spread over
+  100 subsets of 1,000), from the same features; it needs the real images' per-image features,
+  which statistics files written here hold and pytorch-fid's do not.
+
+The Inception network (`fid_backend`) is Keras' ImageNet InceptionV3 (`keras`, the default:
+numbers compare between runs of this package) or pytorch-fid's FID Inception (`pytorch-fid`,
+`fid_inception.FIDInception`, weights from its `.pth`: FID as DF-GAN, GALIP and most later
+papers report it). IS, FID and KID all read the chosen network.
 - `r_precision`: for each image, its caption is ranked among 99 mismatched captions by the
   cosine similarity of DAMSM features (global image feature vs. STEM sentence feature); the
   top-1 hit rate, mean and std over 10 draws (AttnGAN Sec. 5, MirrorGAN Table 2). It needs a
@@ -50,13 +59,17 @@ from mirrorgan_tf.evaluation.inception import (
     StreamingInceptionScore,
     StreamingStatistics,
     frechet_distance,
+    kernel_inception_distance,
+    load_features,
     load_statistics,
     save_statistics,
 )
 from mirrorgan_tf.evaluation.r_precision import r_precision
 from mirrorgan_tf.task import TextToImage, from_uint8, resolve_preset
 
-METRICS = ("is", "fid", "r_precision", "shapes")
+METRICS = ("is", "fid", "kid", "r_precision", "shapes")
+FID_BACKENDS = ("keras", "pytorch-fid")
+_INCEPTION_METRICS = ("is", "fid", "kid")
 _DAMSM_FILE = "image_encoder.weights.h5"
 
 
@@ -141,9 +154,37 @@ def _real_image_batches(
     yield from dataset.as_numpy_iterator()
 
 
-def _inception(inception: InceptionClassifier | None, weights: str | None) -> InceptionClassifier:
-    if inception is not None:
-        return inception
+def load_inception(weights: str | None = "imagenet", backend: str = "keras"
+                   ) -> InceptionClassifier:
+    """The Inception network of IS, FID and KID for a backend.
+
+    Args:
+        weights: `keras`: `"imagenet"` (downloaded by Keras), None (random weights: tests
+            only) or a converted classifier file; `pytorch-fid`: its `.pth` (or a
+            `.weights.h5` saved from it), None for random weights.
+        backend: `keras` (Keras' ImageNet InceptionV3) or `pytorch-fid` (its FID Inception,
+            `fid_inception.FIDInception`).
+
+    Raises:
+        RuntimeError: Keras could not download the ImageNet weights.
+
+    Example:
+    >>> inception = load_inception(None, "pytorch-fid")  # random weights, no download
+    >>> inception.backend
+    'pytorch-fid'
+    """
+    if backend not in FID_BACKENDS:
+        raise ValueError(f"unknown FID backend {backend!r}; choose from {list(FID_BACKENDS)}")
+    if backend == "pytorch-fid":
+        from mirrorgan_tf.evaluation.fid_inception import PYTORCH_FID_WEIGHTS_URL, FIDInception
+
+        if weights == "imagenet":
+            raise ValueError(
+                "the pytorch-fid backend reads pytorch-fid's own Inception weights: pass "
+                "--inception-weights pt_inception-2015-12-05-6726825d.pth (download it once "
+                f"from {PYTORCH_FID_WEIGHTS_URL})"
+            )
+        return FIDInception.from_weights(weights)
     try:
         return InceptionClassifier.from_weights(weights)
     except (ValueError, OSError):
@@ -151,7 +192,7 @@ def _inception(inception: InceptionClassifier | None, weights: str | None) -> In
     except Exception as error:  # Keras' download raises a bare Exception ("URL fetch failure")
         raise RuntimeError(
             f"could not load the Inception-v3 weights {weights!r} ({error}); give a local file "
-            "with --inception-weights PATH (or leave is and fid out of --metrics)"
+            "with --inception-weights PATH (or leave is, fid and kid out of --metrics)"
         ) from error
 
 
@@ -165,12 +206,15 @@ def compute_reference_statistics(
     image_size: int = 256,
     inception: InceptionClassifier | None = None,
     verbose: int = 1,
+    fid_backend: str = "keras",
 ) -> tuple[np.ndarray, np.ndarray]:
     """FID statistics (mean, covariance of Inception pool features) of a split's real images.
 
     Computed once per data set, Inception network and image size, then passed to `evaluate`
     as `reference_stats`. Real images get the evaluation preprocessing of the data (AttnGAN
-    layout: the bounding-box crop, centred; no flips) at the generator's output size.
+    layout: the bounding-box crop, centred; no flips) at the generator's output size. The
+    file is pytorch-fid's `.npz` (`mu`, `sigma`; with the pytorch-fid backend its own FID
+    script reads it as it reads its own), plus the per-image `features` KID needs.
 
     Args:
         data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
@@ -183,6 +227,7 @@ def compute_reference_statistics(
         image_size: the side of the generated images to compare with (64, 128 or 256).
         inception: an already built `InceptionClassifier` (overrides `inception_weights`).
         verbose: 1 shows a progress bar.
+        fid_backend: `keras` or `pytorch-fid` (see `evaluate`).
 
     Returns:
         (mu [D], sigma [D, D]) in float64.
@@ -190,12 +235,26 @@ def compute_reference_statistics(
     Example:
     >>> stats = compute_reference_statistics("shapes", "test", "ref.npz")  # doctest: +SKIP
     """
+    classifier = (inception if inception is not None
+                          else load_inception(inception_weights, fid_backend))
+    mu, sigma, features = _real_features(
+        data, split, num_images, batch_size, image_size, classifier, verbose
+    )
+    if out_npz is not None:
+        save_statistics(out_npz, mu, sigma, features)
+    return mu, sigma
+
+
+def _real_features(data: str, split: str, num_images: int | None, batch_size: int,
+                   image_size: int, classifier: InceptionClassifier, verbose: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(mu, sigma, features [N, D] float32)` of a split's real images."""
     total = pipeline.num_examples(data, split)
     num_images = total if num_images is None else min(int(num_images), total)
     if num_images < 2:
         raise ValueError(f"FID statistics need at least 2 images; got num_images={num_images}")
-    classifier = _inception(inception, inception_weights)
     statistics = None
+    kept = []
     progress = keras.utils.Progbar(num_images, verbose=verbose, unit_name="real image")
     done = 0
     for images in _real_image_batches(data, split, num_images, batch_size, image_size):
@@ -203,12 +262,10 @@ def compute_reference_statistics(
         if statistics is None:
             statistics = StreamingStatistics(features.shape[1])
         statistics.update(features)
+        kept.append(features.astype(np.float32))
         done += len(images)
         progress.update(done)
-    mu, sigma = statistics.mean, statistics.covariance
-    if out_npz is not None:
-        save_statistics(out_npz, mu, sigma)
-    return mu, sigma
+    return statistics.mean, statistics.covariance, np.concatenate(kept)
 
 
 # === DAMSM (R-precision) ===
@@ -320,6 +377,7 @@ def _check_metrics(metrics, data: str, num_images: int, num_candidates: int,
         "r_precision": (num_candidates, "R-precision ranks each caption among num_candidates"),
         "is": (is_splits, "the Inception Score splits the images into is_splits parts"),
         "fid": (2, "FID needs a covariance"),
+        "kid": (2, "KID's unbiased estimate needs two images per subset"),
     }
     for metric, (minimum, why) in needed.items():
         if metric in metrics and num_images < minimum:
@@ -355,24 +413,31 @@ def evaluate(
     num_reference_images: int | None = None,
     inception: InceptionClassifier | None = None,
     verbose: int = 1,
+    fid_backend: str = "keras",
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
 ) -> dict[str, Any]:
     """Generates `num_images` images from a split's captions and scores them, streaming.
 
     Args:
         model: a `TextToImage`, or a run folder, preset folder or preset name to load.
         data: `shapes`, an AttnGAN-layout folder, or a TFRecords prefix.
-        metrics: any of `is`, `fid`, `r_precision`, `shapes` (a list or a comma-separated
-            string); asked-for metrics that cannot be computed are errors. None: every
-            metric the model and data allow; the others are skipped, with the reason, in the
-            report's `skipped` (shapes needs the shapes data, R-precision a DAMSM image
-            encoder, IS and FID the Inception weights).
+        metrics: any of `is`, `fid`, `kid`, `r_precision`, `shapes` (a list or a
+            comma-separated string); asked-for metrics that cannot be computed are errors.
+            None: every metric the model and data allow; the others are skipped, with the
+            reason, in the report's `skipped` (shapes needs the shapes data, R-precision a
+            DAMSM image encoder, IS, FID and KID the Inception weights, KID the real images'
+            features).
         num_images: images to generate (30,000 in the literature).
         batch_size: captions per generator call.
         seed: seeds the noise of every image and the caption draws.
-        reference_stats: FID statistics of the real images, an `.npz` path or `(mu, sigma)`;
-            None computes them from `num_reference_images` real images of `split` first.
-        inception_weights: `"imagenet"` (downloaded by Keras), None (random weights: tests
-            only) or a converted classifier file (`InceptionClassifier.from_weights`).
+        reference_stats: FID statistics of the real images, an `.npz` path (KID also needs
+            the `features` that files written by `compute_reference_statistics` hold) or
+            `(mu, sigma)`; None computes them from `num_reference_images` real images of
+            `split` first.
+        inception_weights: for the `keras` backend `"imagenet"` (downloaded by Keras), None
+            (random weights: tests only) or a converted classifier file
+            (`InceptionClassifier.from_weights`); for `pytorch-fid`, its `.pth` file.
         save_images: a folder to keep the generated images as PNGs (with `captions.tsv`:
             index, seed, caption).
         out: a JSON file for the report.
@@ -387,6 +452,10 @@ def evaluate(
         num_reference_images: real images for computed reference statistics (default all).
         inception: an already built `InceptionClassifier` (overrides `inception_weights`).
         verbose: 1 shows a progress bar and prints the table.
+        fid_backend: the Inception network of IS, FID and KID: `keras` (Keras' ImageNet
+            InceptionV3) or `pytorch-fid` (its FID Inception: published tables' FID).
+        kid_subsets: subsets KID averages over (100 in the literature).
+        kid_subset_size: images per subset (1,000; capped at the image counts).
 
     Returns:
         The report: `metrics` (one entry per metric), `skipped` ({metric: why}), and what
@@ -416,19 +485,32 @@ def evaluate(
             if not by_default:
                 raise
             skipped["r_precision"] = str(error)
+    reference_features = None
     if isinstance(reference_stats, str):
         reference_source = reference_stats
-        reference_stats = load_statistics(reference_stats)
+        statistics_file = reference_stats
+        reference_stats = load_statistics(statistics_file)
+        reference_features = load_features(statistics_file)
     else:
         reference_source = "given" if reference_stats is not None else None
+    if "kid" in metrics and reference_stats is not None and reference_features is None:
+        why = (
+            f"KID compares per-image features and the reference statistics ({reference_source}) "
+            "hold only mu and sigma (as pytorch-fid's do): write them with "
+            "--compute-reference-stats, or leave --reference-stats out to compute them"
+        )
+        if not by_default:
+            raise ValueError(why + ".")
+        skipped["kid"] = why
     classifier = None
-    if "is" in metrics or "fid" in metrics:
+    if any(m in metrics and m not in skipped for m in _INCEPTION_METRICS):
         try:
-            classifier = _inception(inception, inception_weights)
+            classifier = (inception if inception is not None
+                          else load_inception(inception_weights, fid_backend))
         except RuntimeError as error:
             if not by_default:
                 raise
-            skipped.update({m: str(error) for m in ("is", "fid") if m in metrics})
+            skipped.update({m: str(error) for m in _INCEPTION_METRICS if m in metrics})
     metrics = tuple(m for m in metrics if m not in skipped)
     if not metrics:
         raise ValueError("No metric can be computed: " + "; ".join(
@@ -436,13 +518,14 @@ def evaluate(
     if verbose:
         for metric, why in skipped.items():
             print(f"Skipping {metric}: {why}")
-    if "fid" in metrics and reference_stats is None:
+    if ("fid" in metrics or "kid" in metrics) and reference_stats is None:
         if verbose:
-            print(f"Computing the FID statistics of the real {split} images of {data}...")
-        reference_stats = compute_reference_statistics(
-            data, split, None, num_reference_images, batch_size,
-            image_size=model.image_size, inception=classifier, verbose=verbose,
+            print(f"Computing the Inception features of the real {split} images of {data}...")
+        mu, sigma, reference_features = _real_features(
+            data, split, num_reference_images, batch_size, model.image_size, classifier,
+            verbose,
         )
+        reference_stats = (mu, sigma)
         count = pipeline.num_examples(data, split)
         if num_reference_images is not None:
             count = min(count, num_reference_images)
@@ -450,6 +533,7 @@ def evaluate(
 
     inception_score = StreamingInceptionScore(num_images, is_splits) if "is" in metrics else None
     fid_statistics = None
+    generated_features = None  # [num_images, D] float32, for KID
     shapes = _ShapesTally() if "shapes" in metrics else None
     image_features = text_features = None
     if damsm_image is not None:
@@ -483,6 +567,10 @@ def evaluate(
                     if fid_statistics is None:
                         fid_statistics = StreamingStatistics(features.shape[1])
                     fid_statistics.update(features)
+                if "kid" in metrics:
+                    if generated_features is None:
+                        generated_features = np.zeros([num_images, features.shape[1]], np.float32)
+                    generated_features[done:stop] = features
             if damsm_image is not None:
                 image_features[done:stop] = np.asarray(damsm_image_call(from_uint8(images)))
                 if damsm_text is None:
@@ -517,6 +605,16 @@ def evaluate(
             )
         value = frechet_distance(fid_statistics.mean, fid_statistics.covariance, mu, sigma)
         results["fid"] = {"value": value, "reference": reference_source}
+    if "kid" in metrics:
+        if reference_features.shape[1] != generated_features.shape[1]:
+            raise ValueError(
+                f"The reference features have {reference_features.shape[1]} dimensions; the "
+                f"Inception network gives {generated_features.shape[1]}."
+            )
+        kid = kernel_inception_distance(
+            generated_features, reference_features, kid_subsets, kid_subset_size, seed
+        )
+        results["kid"] = {**kid, "reference": reference_source}
     if damsm_image is not None:
         mean, std = r_precision(
             image_features, text_features, num_candidates, r_precision_runs, seed
@@ -542,6 +640,7 @@ def evaluate(
         "batch_size": batch_size,
         "seed": seed,
         "inception": None if classifier is None else classifier.source,
+        "fid_backend": None if classifier is None else classifier.backend,
         "metrics": results,
         "skipped": skipped,
         "seconds": round(seconds, 2),
@@ -573,6 +672,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{'Inception Score':32s}{m['is']['mean']:.3f} +- {m['is']['std']:.3f}")
     if "fid" in m:
         lines.append(f"{'FID':32s}{m['fid']['value']:.3f}")
+    if "kid" in m:
+        k = m["kid"]
+        name = f"KID ({k['num_subsets']} subsets of {k['subset_size']})"
+        lines.append(f"{name:32s}{k['mean']:.5f} +- {k['std']:.5f}")
     if "r_precision" in m:
         r = m["r_precision"]
         name = f"R-precision (top-1 of {r['num_candidates']})"

@@ -1,4 +1,4 @@
-"""Inception Score and Frechet Inception Distance, streamed, in float64.
+"""Inception Score, Frechet and Kernel Inception Distances, streamed, in float64.
 
 Both metrics read an Inception-v3 ImageNet classifier (`InceptionClassifier`): the Inception
 Score its softmax, the FID its 2048-d average-pool features. Images are resized bilinearly to
@@ -6,15 +6,18 @@ Score its softmax, the FID its 2048-d average-pool features. Images are resized 
 by batch (`StreamingInceptionScore`, `StreamingStatistics`), so an evaluation of 30,000
 images never holds the images, the features or the probabilities of the whole set.
 
-Numbers are comparable between runs of this package. They are not identical to published
-tables: those used TensorFlow 1 graphs of Inception (the FID graph of Heusel et al.; for CUB
-birds, StackGAN's fine-tuned classifier) whose weights differ from Keras' ImageNet
-InceptionV3. A converted classifier can be passed as a `.weights.h5` or `.keras` file.
+With Keras' ImageNet InceptionV3 the numbers compare between runs of this package, not with
+published tables: those used TensorFlow 1 graphs of Inception (the FID graph of Heusel et
+al., ported by pytorch-fid; for CUB birds' IS, StackGAN's fine-tuned classifier) whose
+weights differ. `fid_inception.FIDInception` is pytorch-fid's network, for FID and KID as
+published tables report them; a converted classifier can be passed as a `.weights.h5` or
+`.keras` file. KID (`kernel_inception_distance`) reads the same features as FID.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterable
 
@@ -88,6 +91,8 @@ class InceptionClassifier:
     >>> probabilities.shape, features.shape
     ((2, 1000), (2, 2048))
     """
+
+    backend = "keras"  # which Inception family (evaluate's `fid_backend`)
 
     def __init__(self, network: keras.Model, input_size: int | None = INCEPTION_SIZE,
                  source: str = "custom"):
@@ -385,13 +390,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return max(distance, 0.0)
 
 
-def save_statistics(path: str, mu, sigma) -> str:
+def save_statistics(path: str, mu, sigma, features=None) -> str:
     """Writes FID statistics as `.npz` with keys `mu` and `sigma` (the TTUR/pytorch-fid layout).
+
+    pytorch-fid (`compute_statistics_of_path`) and TTUR read `mu` and `sigma` only, so the
+    optional `features` key (the per-image features, float32, for KID) leaves the file theirs.
 
     Args:
         path: the file (written as given, `.npz` suggested).
         mu: mean `[D]`.
         sigma: covariance `[D, D]`.
+        features: optionally the `[N, D]` features the statistics came from (for KID).
 
     Returns:
         `path`.
@@ -403,8 +412,14 @@ def save_statistics(path: str, mu, sigma) -> str:
     mu, sigma = _check_gaussian(mu, sigma, path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    arrays = {"mu": mu, "sigma": sigma}
+    if features is not None:
+        features = np.asarray(features, np.float32)
+        if features.ndim != 2 or features.shape[1] != len(mu):
+            raise ValueError(f"features must be [N, {len(mu)}], got {features.shape}")
+        arrays["features"] = features
     with open(path, "wb") as f:  # a file object: numpy adds no `.npz` suffix
-        np.savez(f, mu=mu, sigma=sigma)
+        np.savez(f, **arrays)
     return path
 
 
@@ -427,3 +442,89 @@ def load_statistics(path: str) -> tuple[np.ndarray, np.ndarray]:
         if missing:
             raise ValueError(f"{path!r} lacks {sorted(missing)}: not FID statistics")
         return _check_gaussian(data["mu"], data["sigma"], path)
+
+
+def load_features(path: str) -> np.ndarray | None:
+    """The per-image features `[N, D]` a statistics file holds (for KID), or None.
+
+    Files written by `save_statistics(..., features=...)` (`evaluate
+    --compute-reference-stats`) hold them; pytorch-fid's and TTUR's hold only `mu`, `sigma`.
+
+    Args:
+        path: an `.npz` statistics file.
+
+    Example:
+    >>> load_features("/tmp/stats.npz") is None  # doctest: +SKIP
+    True
+    """
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["features"], np.float32) if "features" in data.files else None
+
+
+# === Kernel Inception Distance ===
+def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # k(x, y) = (x . y / d + 1)^3, the KID kernel of Binkowski et al.
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def kernel_inception_distance(
+    features1, features2, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> dict[str, float | int]:
+    """KID (Binkowski et al., "Demystifying MMD GANs", ICLR 2018), unbiased, over subsets.
+
+    The squared maximum mean discrepancy between the two feature sets under the cubic
+    polynomial kernel k(x, y) = (x . y / d + 1)^3, with the unbiased estimator (the
+    diagonals of K_XX and K_YY left out), averaged over `num_subsets` random subsets of
+    `subset_size` features drawn without replacement from each set (their code's and
+    torch-fidelity's protocol: 100 subsets of 1,000). Unlike FID it has no bias from the
+    sample count, so it is what to compare at a few thousand images. Computed in float64.
+
+    Args:
+        features1: `[N1, D]` features (generated images).
+        features2: `[N2, D]` features (real images).
+        num_subsets: subsets averaged.
+        subset_size: features per subset and set; capped at `min(N1, N2)` (the report says
+            the size used).
+        seed: seeds the subset draws.
+
+    Returns:
+        `mean` (the KID; papers often print it x 1000), `std` (over subsets, what tables print
+        after +-), `standard_error` (std / sqrt(num_subsets), the uncertainty of the mean),
+        `num_subsets`, `subset_size`.
+
+    Example:
+    >>> rng = np.random.default_rng(0)
+    >>> kid = kernel_inception_distance(rng.normal(size=[50, 4]), rng.normal(size=[50, 4]), 10, 50)
+    >>> abs(kid["mean"]) < 0.1, kid["std"]
+    (True, 0.0)
+    """
+    x = np.asarray(features1, np.float64)
+    y = np.asarray(features2, np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"KID needs two [N, D] feature sets of one D; got {x.shape}, {y.shape}")
+    m = min(int(subset_size), len(x), len(y))
+    if m < 2 or num_subsets < 1:
+        raise ValueError(
+            f"KID needs subsets of at least 2 features and num_subsets >= 1; got "
+            f"{len(x)} and {len(y)} features, num_subsets={num_subsets}"
+        )
+    rng = np.random.default_rng(seed)
+    values = np.empty([int(num_subsets)], np.float64)
+    for k in range(int(num_subsets)):
+        a = x[rng.choice(len(x), m, replace=False)]
+        b = y[rng.choice(len(y), m, replace=False)]
+        k_aa, k_bb = _polynomial_kernel(a, a), _polynomial_kernel(b, b)
+        k_ab = _polynomial_kernel(a, b)
+        values[k] = (
+            (k_aa.sum() - np.trace(k_aa)) / (m * (m - 1))
+            + (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+            - 2.0 * k_ab.mean()
+        )
+    std = float(values.std())
+    return {
+        "mean": float(values.mean()),
+        "std": std,
+        "standard_error": std / math.sqrt(len(values)),
+        "num_subsets": int(num_subsets),
+        "subset_size": m,
+    }

@@ -18,7 +18,12 @@ from mirrorgan_tf.evaluation.evaluate import (
     evaluation_captions,
     format_report,
 )
-from mirrorgan_tf.evaluation.inception import InceptionClassifier, load_statistics
+from mirrorgan_tf.evaluation.inception import (
+    InceptionClassifier,
+    kernel_inception_distance,
+    load_statistics,
+    save_statistics,
+)
 from mirrorgan_tf.task import TextToImage
 from tests.data.attngan_fixture import make_mini_attngan
 
@@ -231,6 +236,41 @@ def test_fid_against_saved_reference_statistics(tiny_preset, tmp_path, standin_i
     )
 
 
+def test_kid_of_the_generated_images_against_the_real_ones(tiny_preset, tmp_path,
+                                                          standin_inception):
+    images_dir = str(tmp_path / "images")
+    kwargs = dict(num_images=10, batch_size=4, seed=2, inception=standin_inception,
+                  kid_subsets=3, kid_subset_size=6, verbose=0)
+    report = evaluate(tiny_preset, "shapes", metrics="kid", num_reference_images=12,
+                      save_images=images_dir, **kwargs)
+    kid = report["metrics"]["kid"]
+    # Recomputed from the saved PNGs and the real test images, through the same network.
+    pngs = sorted(p for p in os.listdir(images_dir) if p.endswith(".png"))
+    generated = np.stack([np.asarray(Image.open(os.path.join(images_dir, p))) for p in pngs])
+    real = ShapesDataset("test", num_images=12, image_size=64, num_stages=1)
+    _, real_features = standin_inception(np.stack([real.image(i) for i in range(12)]))
+    expected = kernel_inception_distance(standin_inception(generated)[1], real_features, 3, 6, 2)
+    assert kid["mean"] == pytest.approx(expected["mean"], rel=1e-5, abs=1e-9)
+    assert kid["std"] == pytest.approx(expected["std"], rel=1e-5, abs=1e-9)
+    assert (kid["num_subsets"], kid["subset_size"]) == (3, 6)
+    assert "KID (3 subsets of 6)" in format_report(report)
+
+    # A statistics file written here holds the features; KID from it is the same.
+    path = str(tmp_path / "ref.npz")
+    compute_reference_statistics("shapes", "test", path, num_images=12, image_size=64,
+                                 inception=standin_inception, verbose=0)
+    from_file = evaluate(tiny_preset, "shapes", metrics="kid", reference_stats=path, **kwargs)
+    assert from_file["metrics"]["kid"]["mean"] == pytest.approx(kid["mean"], rel=1e-5)
+    # pytorch-fid's files hold only mu and sigma: KID is skipped by default, an error if asked.
+    mu, sigma = load_statistics(path)
+    bare = save_statistics(str(tmp_path / "bare.npz"), mu, sigma)
+    report = evaluate(tiny_preset, "shapes", reference_stats=bare, num_images=10,
+                      inception=standin_inception, is_splits=2, verbose=0)
+    assert "fid" in report["metrics"] and "hold only mu and sigma" in report["skipped"]["kid"]
+    with pytest.raises(ValueError, match="hold only mu and sigma"):
+        evaluate(tiny_preset, "shapes", metrics="fid,kid", reference_stats=bare, **kwargs)
+
+
 def test_errors(tiny_preset, tmp_path):
     with pytest.raises(ValueError, match="Unknown metrics"):
         evaluate(tiny_preset, "shapes", metrics="is,bleu", num_images=10, verbose=0)
@@ -257,7 +297,7 @@ def test_by_default_every_metric_the_model_and_data_allow_and_why_others_are_ski
     no_damsm = _save_tiny_preset(tmp_path / "no_damsm", with_image_encoder=False)
     report = evaluate(no_damsm, "shapes", num_images=20, batch_size=10, num_candidates=10,
                       inception=standin_inception, num_reference_images=20)
-    assert set(report["metrics"]) == {"is", "fid", "shapes"}
+    assert set(report["metrics"]) == {"is", "fid", "kid", "shapes"}
     assert list(report["skipped"]) == ["r_precision"]
     assert "image_encoder.weights.h5" in report["skipped"]["r_precision"]
     out = capsys.readouterr().out
@@ -272,7 +312,7 @@ def test_by_default_every_metric_the_model_and_data_allow_and_why_others_are_ski
     report = evaluate(no_damsm, "shapes", num_images=20, batch_size=10, num_candidates=10,
                       verbose=0)
     assert set(report["metrics"]) == {"shapes"}
-    assert sorted(report["skipped"]) == ["fid", "is", "r_precision"]
+    assert sorted(report["skipped"]) == ["fid", "is", "kid", "r_precision"]
     assert "URL fetch failure" in report["skipped"]["fid"]
     with pytest.raises(RuntimeError, match="--inception-weights PATH"):
         evaluate(no_damsm, "shapes", metrics="fid", num_images=20, verbose=0)
@@ -322,6 +362,9 @@ def test_command_line(tiny_preset, tmp_path, capsys):
     assert "R-precision (top-1 of 10)" in capsys.readouterr().out
     assert cli.main(["evaluate", "--data", "shapes"]) == 2
     assert "pass --model, or --compute-reference-stats" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--data", "shapes", "--fid-backend", "pytorch-fid",
+                     "--compute-reference-stats", str(tmp_path / "ref.npz")]) == 2
+    assert "pt_inception-2015-12-05-6726825d.pth" in capsys.readouterr().err
 
 
 def test_attngan_captions_and_reference_statistics(tmp_path, standin_inception):

@@ -10,6 +10,8 @@ from mirrorgan_tf.evaluation.inception import (
     StreamingStatistics,
     frechet_distance,
     inception_score,
+    kernel_inception_distance,
+    load_features,
     load_statistics,
     save_statistics,
 )
@@ -193,6 +195,67 @@ def test_statistics_npz_round_trip(tmp_path):
         load_statistics(str(tmp_path / "bad.npz"))
     with pytest.raises(FileNotFoundError, match="compute-reference-stats"):
         load_statistics(str(tmp_path / "missing.npz"))
+    assert load_features(path) is None
+    # With the per-image features (for KID): mu and sigma stay as pytorch-fid reads them.
+    features = rng.normal(size=(3, 5))
+    save_statistics(path, mu, sigma, features=features)
+    np.testing.assert_array_equal(load_statistics(path)[0], mu)
+    np.testing.assert_allclose(load_features(path), features.astype(np.float32))
+    with pytest.raises(ValueError, match=r"features must be \[N, 5\]"):
+        save_statistics(path, mu, sigma, features=features[:, :4])
+
+
+# === Kernel Inception Distance ===
+def _direct_mmd(x, y):
+    """The unbiased MMD^2 of Binkowski et al. with k(a, b) = (a.b / d + 1)^3, as loops."""
+    d = x.shape[1]
+    k = lambda a, b: (float(np.dot(a, b)) / d + 1.0) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(a, b) for a in x for b in y) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kid_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(7, 3)), rng.normal(0.5, 1.5, size=(9, 3))
+    # One subset of every feature (min(7, 9) = 7 of y, drawn): a subset of x is all of x.
+    kid = kernel_inception_distance(x, x[::-1] + 0.0, num_subsets=1, subset_size=100)
+    assert kid["subset_size"] == 7
+    assert kid["mean"] == pytest.approx(_direct_mmd(x, x[::-1]), abs=1e-12)
+    # Several subsets: the draws are numpy's `choice` without replacement from `seed`.
+    kid = kernel_inception_distance(x, y, num_subsets=4, subset_size=5, seed=3)
+    draws = np.random.default_rng(3)
+    values = []
+    for _ in range(4):
+        a = x[draws.choice(7, 5, replace=False)]
+        values.append(_direct_mmd(a, y[draws.choice(9, 5, replace=False)]))
+    assert kid["mean"] == pytest.approx(np.mean(values), rel=1e-10)
+    assert kid["std"] == pytest.approx(np.std(values), rel=1e-10)
+    assert kid["standard_error"] == pytest.approx(np.std(values) / 2, rel=1e-10)
+    assert (kid["num_subsets"], kid["subset_size"]) == (4, 5)
+
+
+def test_kid_is_unbiased_and_grows_with_the_shift():
+    rng = np.random.default_rng(1)
+    same = kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)),
+                                     num_subsets=20, subset_size=100)
+    # Unbiased: about zero for one distribution (can be negative), within its uncertainty.
+    assert abs(same["mean"]) < 4 * same["standard_error"] + 1e-3
+    shifted = [
+        kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(shift, 1, (400, 8)),
+                                  num_subsets=20, subset_size=100)["mean"]
+        for shift in (0.5, 1.0)
+    ]
+    assert 0.05 < shifted[0] < shifted[1]
+
+
+def test_kid_errors():
+    with pytest.raises(ValueError, match="one D"):
+        kernel_inception_distance(np.zeros([4, 3]), np.zeros([4, 2]))
+    with pytest.raises(ValueError, match="at least 2"):
+        kernel_inception_distance(np.zeros([1, 3]), np.zeros([4, 3]))
 
 
 # === The classifier ===
