@@ -143,7 +143,7 @@ def test_end_to_end_with_random_inception_v3(tiny_preset, tmp_path):
         verbose=0,
     )
     m = report["metrics"]
-    assert set(m) == {"is", "fid", "r_precision", "shapes"}  # the default: all, shapes data
+    assert set(m) == {"is", "fid", "kid", "r_precision", "shapes"}  # the default: all, shapes data
     assert 1.0 <= m["is"]["mean"] <= 6.0 and m["fid"]["value"] > 0
     assert report["inception"] == "random" and os.path.exists(out)
 
