@@ -12,10 +12,6 @@ features, 8 KB an image, for KID), never the images.
   100 subsets of 1,000), from the same features; it needs the real images' per-image features,
   which statistics files written here hold and pytorch-fid's do not.
 
-The Inception network (`fid_backend`) is Keras' ImageNet InceptionV3 (`keras`, the default:
-numbers compare between runs of this package) or pytorch-fid's FID Inception (`pytorch-fid`,
-`fid_inception.FIDInception`, weights from its `.pth`: FID as DF-GAN, GALIP and most later
-papers report it). IS, FID and KID all read the chosen network.
 - `r_precision`: for each image, its caption is ranked among 99 mismatched captions by the
   cosine similarity of DAMSM features (global image feature vs. STEM sentence feature); the
   top-1 hit rate, mean and std over 10 draws (AttnGAN Sec. 5, MirrorGAN Table 2). It needs a
@@ -25,6 +21,11 @@ papers report it). IS, FID and KID all read the chosen network.
   number that compares across models.
 - `shapes` (only for `data="shapes"`): per-attribute text-image consistency read from the
   pixels (`shapes_score.consistency_score`) against `parse_caption` of each caption.
+
+The Inception network (`fid_backend`) is Keras' ImageNet InceptionV3 (`keras`, the default:
+numbers compare between runs of this package) or pytorch-fid's FID Inception (`pytorch-fid`,
+`fid_inception.FIDInception`, weights from its `.pth`: FID as DF-GAN, GALIP and most later
+papers report it). IS, FID and KID all read the chosen network.
 
 Without `metrics`, every metric the model and data allow is computed; the others are skipped
 and the report's `skipped` says why (no DAMSM image encoder, Inception weights that cannot be
