@@ -11,7 +11,16 @@ process so that runs on busy machines compare by ratio.
     python benchmarks/train_step.py --preset birds --batch-size 4 --mixed-precision bfloat16
 
 For birds, `against_published` divides the published iteration's 677 nominal GFLOP (batch 4)
-by our time and the matmul rate: 0.45 is the published speed, 0.68 is 1.5x (reference.py).
+by our time and the matmul rate: 0.45 is the published speed, 0.68 is 1.5x (reference.py),
+a ratio measured once on another machine. `--against-torch` measures it instead: the
+published iteration (`tests/convert/torch_reference.PublishedIteration`: three discriminator
+updates, the generator update with every stage's adversarial terms, KL and lambda x the
+caption loss through ResNet-152 and the LSTM decoder, Adam, moving average) at the same
+configuration, batch and thread count, timed in this process interleaved with ours (one
+iteration of each in turn, after a warm-up of each), in float32 (PyTorch's CPU path has no
+mixed_bfloat16 counterpart of the published code).
+
+    python benchmarks/train_step.py --preset birds --batch-size 4 --against-torch
 """
 
 from __future__ import annotations
@@ -134,6 +143,8 @@ def main() -> None:
     parser.add_argument("--jit-compile", action="store_true")
     parser.add_argument("--no-breakdown", action="store_true")
     parser.add_argument("--vocab-size", type=int, default=None)
+    parser.add_argument("--against-torch", action="store_true",
+                        help="also time the published PyTorch iteration, interleaved")
     args = parser.parse_args()
 
     keras.mixed_precision.set_global_policy(POLICIES[args.mixed_precision])
@@ -193,9 +204,36 @@ def main() -> None:
         report[f"matmul_gflop_per_second_{args.mixed_precision}"] = round(
             matmul_gflops(args.mixed_precision), 1
         )
+    if args.against_torch:
+        report["against_torch"] = against_torch(config, data, step, args.repeats)
     if not args.no_breakdown:
         report["seconds_by_network"] = breakdown(trainer, data, args.repeats, args.jit_compile)
     print(json.dumps(report, indent=2))
+
+
+def against_torch(config: dict, data: dict, step, repeats: int) -> dict:
+    """Our step and the published PyTorch iteration, timed in turn: seconds and the ratio."""
+    import torch_published
+
+    iteration, torch = torch_published.build(config)
+    inputs = torch_published.batch_to_torch(data, torch)
+    run_torch = lambda: iteration(*inputs)  # noqa: E731
+    run_ours = lambda: tf.nest.map_structure(lambda t: t.numpy(), step(data))  # noqa: E731
+    run_torch()  # warm-up (ours is warm)
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(torch_published.time_once(run_ours))
+        theirs.append(torch_published.time_once(run_torch))
+    mean_ours, mean_theirs = float(np.mean(ours)), float(np.mean(theirs))
+    return {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "seconds_per_iteration_ours": round(mean_ours, 4),
+        "seconds_per_iteration_published_torch": round(mean_theirs, 4),
+        "speedup": round(mean_theirs / mean_ours, 3),
+        "ours_each": [round(x, 4) for x in ours],
+        "published_torch_each": [round(x, 4) for x in theirs],
+    }
 
 
 if __name__ == "__main__":

@@ -576,3 +576,92 @@ def randomize(module: nn.Module, seed: int = 0, gamma_sign: bool = False) -> nn.
                     gain = 2.0 if tensor.dim() == 4 else 1.0
                     tensor.copy_(randn(tensor.shape) * (gain / tensor[0].numel()) ** 0.5)
     return module.eval()
+
+
+# === The published MirrorGAN training iteration (for benchmarks/train_step.py --against-torch) ===
+def _image_code(d: D_NET, images):
+    code = d.img_code_s16(images)
+    for name in d.extra:
+        code = getattr(d, name)(code)
+    return code
+
+
+class PublishedIteration:
+    """One MirrorGAN training iteration as the published trainer runs it, on these modules.
+
+    Every discriminator is updated once (AttnGAN's `discriminator_loss`: real and fake,
+    unconditional and sentence-conditioned, and the mismatched pair real[:-1] with s[1:],
+    reusing the real image code), then the generator once (`generator_loss`: every stage's
+    unconditional and conditional terms, the KL of conditioning augmentation and lambda x the
+    caption loss: STREAM's cross-entropy on the last-stage image, resized to 224, through
+    ResNet-152 and the LSTM decoder, length-masked), each with Adam 2e-4, betas (0.5, 0.999),
+    and the generator's moving average (0.999). STEM and STREAM are frozen (eval mode, no
+    parameter gradients) while their gradients reach the generator. Logits with
+    BCE-with-logits stand in for the published sigmoid + BCELoss (the same function).
+
+    Args:
+        text_encoder: RNN_ENCODER (STEM).
+        generator: G_NET.
+        discriminators: one D_NET per stage.
+        encoder: EncoderCNN (STREAM's encoder).
+        decoder: DecoderRNN (STREAM's decoder).
+        z_dim: the noise size.
+        caption_loss_weight: lambda (10 for birds).
+    """
+
+    def __init__(self, text_encoder, generator, discriminators, encoder, decoder, z_dim: int,
+                 caption_loss_weight: float = 10.0):
+        self.text_encoder, self.generator = text_encoder.eval(), generator.train()
+        self.discriminators = [d.train() for d in discriminators]
+        self.encoder, self.decoder = encoder.eval(), decoder.eval()
+        for frozen in (text_encoder, encoder, decoder):
+            for p in frozen.parameters():
+                p.requires_grad_(False)
+        adam = lambda params: torch.optim.Adam(params, lr=2e-4, betas=(0.5, 0.999))  # noqa: E731
+        self.g_optimizer = adam(generator.parameters())
+        self.d_optimizers = [adam(d.parameters()) for d in discriminators]
+        self.average = [p.detach().clone() for p in generator.parameters()]
+        self.z_dim = z_dim
+        self.caption_loss_weight = caption_loss_weight
+
+    def __call__(self, images, captions, cap_lens) -> float:
+        """One iteration on real `images` (one [B, 3, S, S] per stage); returns the G loss."""
+        bce = F.binary_cross_entropy_with_logits
+        batch = captions.shape[0]
+        with torch.no_grad():
+            words, sentence = self.text_encoder(captions, cap_lens)
+        mask = captions == 0
+        noise = torch.randn(batch, self.z_dim)
+        eps = torch.randn(batch, self.generator.ca_net.c_dim)
+        fakes, _, mu, logvar = self.generator(noise, sentence, words, mask, eps)
+        ones, zeros = torch.ones(batch), torch.zeros(batch)
+        for d, optimizer, real, fake in zip(self.discriminators, self.d_optimizers, images,
+                                            fakes, strict=True):
+            optimizer.zero_grad()
+            real_code, fake_code = _image_code(d, real), _image_code(d, fake.detach())
+            real_loss = bce(d.UNCOND_DNET(real_code), ones)
+            cond_real = bce(d.COND_DNET(real_code, sentence), ones)
+            fake_loss = bce(d.UNCOND_DNET(fake_code), zeros)
+            cond_fake = bce(d.COND_DNET(fake_code, sentence), zeros)
+            cond_wrong = bce(d.COND_DNET(real_code[:-1], sentence[1:]), zeros[1:])
+            loss = (real_loss + cond_real) / 2 + (fake_loss + cond_fake + cond_wrong) / 3
+            loss.backward()
+            optimizer.step()
+        self.g_optimizer.zero_grad()
+        g_loss = 0.0
+        for d, fake in zip(self.discriminators, fakes, strict=True):
+            code = _image_code(d, fake)
+            g_loss = g_loss + bce(d.UNCOND_DNET(code), ones) + bce(d.COND_DNET(code, sentence),
+                                                                    ones)
+        picture = F.interpolate(fakes[-1], size=(224, 224), mode="bilinear", align_corners=False)
+        logits = self.decoder(self.encoder(picture), captions)
+        steps = torch.arange(captions.shape[1])[None, :] < cap_lens[:, None]
+        caption_loss = F.cross_entropy(logits[steps], captions[steps])
+        kl = torch.mean(-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()))
+        total = g_loss + self.caption_loss_weight * caption_loss + kl
+        total.backward()
+        self.g_optimizer.step()
+        with torch.no_grad():
+            for average, p in zip(self.average, self.generator.parameters(), strict=True):
+                average.mul_(0.999).add_(p.detach(), alpha=0.001)
+        return float(total)
