@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -261,3 +262,29 @@ def test_jit_compiled_training_runs_on_the_shapes_preset(pretrained):
                     batch_size=4, checkpoint_every=1, sample_every=1, jit_compile=True,
                     verbose=0, **TINY)
     assert latest_checkpoint(os.path.join(out, "checkpoints")) is not None
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\nbugs\t: x\n")
+    assert run.cpu_flags(str(cpuinfo)) == frozenset({"fpu", "avx2", "avx512_bf16"})
+    assert run.cpu_flags(str(tmp_path / "missing")) is None
+
+
+def test_bfloat16_warns_only_where_the_cpu_emulates_it(monkeypatch):
+    monkeypatch.setattr(run.tf.config, "list_physical_devices", lambda kind=None: [])
+    assert run.bfloat16_is_emulated(frozenset({"avx2", "fma"}))
+    assert not run.bfloat16_is_emulated(frozenset({"avx2", "avx512_bf16"}))
+    assert not run.bfloat16_is_emulated(frozenset({"amx_bf16"}))
+    try:
+        monkeypatch.setattr(run, "cpu_flags", lambda: frozenset({"avx2"}))
+        with pytest.warns(UserWarning, match="without bfloat16 instructions"):
+            run._set_precision("bfloat16")
+        monkeypatch.setattr(run, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run._set_precision("bfloat16")
+            run._set_precision("float32")  # float32 never warns
+    finally:
+        run._set_precision(None)
+
