@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 # The demo needs the package alone: no PyTorch, no test tools.
 RUN_STAMP := $(VENV)/.installed-run
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): the suite is mostly single-threaded tracing and small ops, so
+# two workers on two cores finish it sooner; `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
 # `make demo SAVE_TO=DIR` also writes the demo's model with its SavedModel and TFLite exports.
 SAVE_TO ?=
 
@@ -34,10 +37,10 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m "slow and not learning" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "slow and not learning" $(PYTEST_ARGS)
 
 # The training regression test (about 8 minutes): outside CI's 30-minute budget.
 test-learning: $(STAMP)
