@@ -34,6 +34,28 @@ def binary_cross_entropy(logits, target: float) -> tf.Tensor:
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
+def masked_binary_cross_entropy(logits, target: float, mask) -> tf.Tensor:
+    """Sigmoid cross-entropy of `logits` [B] against a constant label, averaged where `mask`.
+
+    Zero when no row is selected.
+
+    Args:
+        logits: `[B]`.
+        target: 1.0 or 0.0.
+        mask: bool `[B]`, the rows that count.
+
+    Example:
+    >>> float(masked_binary_cross_entropy(tf.constant([0.0, 5.0]), 1.0, [True, False]))
+    0.6931...
+    """
+    logits = _f32(logits)
+    weight = tf.cast(mask, tf.float32)
+    per_row = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=tf.fill(tf.shape(logits), tf.constant(target, tf.float32)), logits=logits
+    )
+    return tf.reduce_sum(weight * per_row) / tf.maximum(tf.reduce_sum(weight), 1.0)
+
+
 def discriminator_loss(
     real_uncond, fake_uncond, real_cond, fake_cond, mismatched_cond
 ) -> tf.Tensor:

@@ -71,6 +71,9 @@ _BASE_CONFIG: dict[str, Any] = {
         "kl_loss_weight": 1.0,
         # False: train with conditioning augmentation's c_code = mu (a recipe option)
         "ca_noise": True,
+        # Shape-swapped negatives for the discriminators (a recipe option): None as published,
+        # "shapes" for the built-in dataset's shape words, or a list of word groups
+        "swap_negatives": None,
         "ema_decay": 0.999,
         "damsm_learning_rate": 2e-3,
         "damsm_lr_decay_per_epoch": 0.98,

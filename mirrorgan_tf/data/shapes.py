@@ -656,6 +656,12 @@ _SHAPE_KEYWORDS = {
     "rhombus": "diamond",
     "star": "star",
 }
+# The words that name each shape, one group per shape (canonical name first): what
+# `training.swap_negatives: "shapes"` swaps to make the discriminator's shape-swapped negatives.
+SHAPE_WORD_GROUPS: tuple[tuple[str, ...], ...] = tuple(
+    tuple(sorted((w for w, s in _SHAPE_KEYWORDS.items() if s == shape), key=lambda w: w != shape))
+    for shape in SHAPES
+)
 _SIZE_KEYWORDS = {w: size for size, words in _SIZE_WORDS.items() for w in words}
 _VERTICAL_KEYWORDS = {w: v for v, words in _VERTICAL_WORDS.items() for w in words}
 

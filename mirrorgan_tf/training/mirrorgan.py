@@ -66,6 +66,13 @@ class MirrorGANTrainer(PrebuiltTrainer):
         seed: seed of the noise and conditioning-augmentation draws.
         ca_noise: sample conditioning augmentation's c_code = mu + sigma * eps, as published;
             False trains with c_code = mu (DEVIATION, a recipe option: see the README).
+        swap_negatives: token-id groups, one per meaning (e.g. the ids of "circle", "disc",
+            "round" for circles), the group's canonical word first. Given, every
+            discriminator also learns to reject each real image paired with its own caption
+            in which every word of a group is replaced by the canonical word of another,
+            random group: BCE(cond(real, s_swapped), 0) / 3, over the captions holding such a
+            word (DEVIATION, a recipe option: the published mismatched pairs differ in
+            colour far more often than only in shape; see the README). None: published.
 
     Example:
     >>> trainer = MirrorGANTrainer(text_encoder, generator, [d64, d128, d256], captioner)
@@ -89,6 +96,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         gamma3: float = 10.0,
         seed: int | None = None,
         ca_noise: bool = True,
+        swap_negatives: Sequence[Sequence[int]] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -127,6 +135,21 @@ class MirrorGANTrainer(PrebuiltTrainer):
         self.gamma1, self.gamma2, self.gamma3 = float(gamma1), float(gamma2), float(gamma3)
         self.seed = seed
         self.ca_noise = bool(ca_noise)
+        self.swap_negatives = None
+        if swap_negatives:
+            groups = [[int(i) for i in group] for group in swap_negatives]
+            flat = [i for group in groups for i in group]
+            if len(groups) < 2 or not all(groups) or len(set(flat)) != len(flat):
+                raise ValueError(
+                    "`swap_negatives` must be at least two non-empty groups of distinct token "
+                    f"ids; got {swap_negatives!r}."
+                )
+            self.swap_negatives = groups
+            self._swap_ids = tf.constant(flat, tf.int32)
+            self._swap_groups = tf.constant(
+                [g for g, group in enumerate(groups) for _ in group], tf.int32
+            )
+            self._swap_canonical = tf.constant([group[0] for group in groups], tf.int32)
         # === Trackers ===
         sizes = [d.image_size for d in self.discriminators]
         names = ["d_loss", "g_loss", "kl_loss", "caption_loss", "damsm_loss"]
@@ -216,6 +239,41 @@ class MirrorGANTrainer(PrebuiltTrainer):
             objective.append(stage)
         return stage_losses, tf.add_n(objective)
 
+    def swapped_captions(self, token_ids) -> tuple[tf.Tensor, tf.Tensor]:
+        """The captions with every `swap_negatives` word replaced by another group's word.
+
+        Each such word becomes the canonical word of a different group, drawn at random per
+        word. Returns the swapped token ids and, per caption, whether any word was swapped.
+
+        Args:
+            token_ids: int32 `[batch, T]`.
+
+        Example:
+        >>> ids, swapped = trainer.swapped_captions(token_ids)  # doctest: +SKIP
+        """
+        match = tf.equal(token_ids[..., None], self._swap_ids)  # [B, T, K]
+        is_word = tf.reduce_any(match, axis=-1)
+        group = tf.reduce_sum(tf.cast(match, tf.int32) * self._swap_groups, axis=-1)
+        count = len(self.swap_negatives)
+        offset = keras.random.randint(
+            tf.shape(token_ids), 1, count, seed=self.seed_generator, dtype="int32"
+        )
+        replaced = tf.gather(self._swap_canonical, (group + offset) % count)
+        return tf.where(is_word, replaced, token_ids), tf.reduce_any(is_word, axis=-1)
+
+    def _swapped_losses(self, real_images, token_ids) -> list[tf.Tensor]:
+        """Per stage, BCE(cond(real, s_swapped), 0) / 3 over the captions that were swapped."""
+        swapped_ids, swapped = self.swapped_captions(token_ids)
+        _, swapped_sentence = self.text_encoder(swapped_ids, training=False)
+        return [
+            losses.masked_binary_cross_entropy(
+                d.conditional_logits(d.encode(real, training=True), swapped_sentence,
+                                     training=True),
+                0.0, swapped,
+            ) / 3.0
+            for d, real in zip(self.discriminators, real_images, strict=True)
+        ]
+
     def _generator_adversarial_losses(self, fake_images, sentence) -> list[tf.Tensor]:
         stage_losses = []
         for d, fake in zip(self.discriminators, fake_images, strict=True):
@@ -273,6 +331,15 @@ class MirrorGANTrainer(PrebuiltTrainer):
                     d_stage_losses, d_objective = self._discriminator_losses(
                         real_images, fake_images, sentence, rows
                     )
+                    if self.swap_negatives:
+                        if distributed:
+                            raise NotImplementedError(
+                                "`swap_negatives` trains on one device only."
+                            )
+                        swapped = self._swapped_losses(real_images, token_ids)
+                        d_stage_losses = [a + b for a, b in zip(d_stage_losses, swapped,
+                                                                strict=True)]
+                        d_objective += tf.add_n(swapped)
                     d_loss = tf.add_n(d_stage_losses)
                     d_scaled = self.d_optimizer.scale_loss(d_objective)
                 d_vars = self._discriminator_variables()

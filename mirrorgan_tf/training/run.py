@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from mirrorgan_tf import presets
 from mirrorgan_tf.data import pipeline
+from mirrorgan_tf.data.shapes import SHAPE_WORD_GROUPS
 from mirrorgan_tf.data.tokenizer import Tokenizer
 from mirrorgan_tf.data.vocabulary import Vocabulary
 from mirrorgan_tf.task import RUN_MODEL_DIR, TextToImage, resolve_preset
@@ -89,6 +90,33 @@ def bfloat16_is_emulated(flags: frozenset[str] | None = None) -> bool:
         return False
     flags = cpu_flags() if flags is None else flags
     return flags is not None and not any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
+
+
+def swap_negative_ids(words: str | Sequence[Sequence[str]] | None,
+                      vocabulary: Vocabulary) -> list[list[int]] | None:
+    """`training.swap_negatives` as token-id groups for `MirrorGANTrainer`.
+
+    Args:
+        words: None, `"shapes"` (the built-in dataset's shape words,
+            `data.shapes.SHAPE_WORD_GROUPS`) or word groups, canonical word first.
+        vocabulary: the run's vocabulary.
+
+    Example:
+        >>> swap_negative_ids("shapes", shapes_vocabulary())[4]  # doctest: +SKIP
+        [57]
+    """
+    if words is None:
+        return None
+    if words == "shapes":
+        words = SHAPE_WORD_GROUPS
+    if isinstance(words, str):
+        raise ValueError(f'`training.swap_negatives` must be None, "shapes" or word groups; '
+                         f"got {words!r}.")
+    unknown = [w for group in words for w in group if vocabulary.word_to_id(w)
+               == vocabulary.oov_id]
+    if unknown:
+        raise ValueError(f"`training.swap_negatives` words not in the vocabulary: {unknown}.")
+    return [[vocabulary.word_to_id(w) for w in group] for group in words]
 
 
 def _set_precision(mixed_precision: str | None) -> None:
@@ -661,6 +689,7 @@ def train(
             gamma3=training["damsm_gamma3"],
             seed=seed,
             ca_noise=training["ca_noise"],
+            swap_negatives=swap_negative_ids(training["swap_negatives"], tokenizer.vocabulary),
         )
         trainer.compile(
             g_optimizer=published_adam(training["g_learning_rate"]),

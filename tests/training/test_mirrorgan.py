@@ -163,3 +163,61 @@ def test_ca_noise_option_chooses_sampled_c_code_or_mu(ca_noise):
     generator.call = call
     trainer.train_step(_batch(config))
     assert seen and set(seen) == {not ca_noise}
+
+
+def test_swapped_captions_replace_each_group_word_by_another_groups_canonical_word():
+    config, parts = _parts()
+    groups = [[3, 4], [5], [6, 7]]
+    trainer = _trainer(parts, swap_negatives=groups)
+    ids = tf.constant([[3, 9, 4, 0], [9, 9, 0, 0], [5, 7, 2, 0]] * 20, tf.int32)
+    group_of = {i: g for g, group in enumerate(groups) for i in group}
+    seen = set()
+    for _ in range(3):
+        swapped, flags = (t.numpy() for t in trainer.swapped_captions(ids))
+        np.testing.assert_array_equal(flags, [True, False, True] * 20)
+        for before, after in zip(ids.numpy().ravel(), swapped.ravel(), strict=True):
+            if before in group_of:
+                assert after in (3, 5, 6) and group_of[after] != group_of[before]
+                seen.add((before, after))
+            else:
+                assert after == before
+    assert {after for before, after in seen if before == 3} == {5, 6}  # both other groups
+
+
+def test_swap_negatives_add_the_swapped_pairs_term_to_the_discriminator_loss():
+    """d_loss = published d_loss + sum_i BCE(cond_i(real, s_swapped), 0) / 3 (first step)."""
+    config, parts = _parts()
+    batch = _batch(config)
+    g_start = _snapshot(parts["generator"])
+    d_start = [_snapshot(d) for d in parts["discriminators"]]
+    # c_code = mu: the conditioning-augmentation noise would differ between the two steps.
+    published = _trainer(parts, ca_noise=False).train_step(batch)
+    parts["generator"].set_weights(g_start)
+    for d, weights in zip(parts["discriminators"], d_start, strict=True):
+        d.set_weights(weights)
+    trainer = _trainer(parts, ca_noise=False, swap_negatives=[[3, 4], [5], [6]])
+    swapped_ids = tf.where(batch["token_ids"] == 2, 5, batch["token_ids"])
+    mask = tf.reduce_any(batch["token_ids"] == 2, axis=1)
+    assert bool(tf.reduce_any(mask))
+    trainer.swapped_captions = lambda token_ids: (swapped_ids, mask)
+    _, sentence = parts["text_encoder"](swapped_ids, training=False)
+    want = []
+    for d, real in zip(parts["discriminators"], batch["images"], strict=True):
+        d.set_weights(d_start[len(want)])
+        logits = d.conditional_logits(d.encode(real, training=True), sentence, training=True)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(logits),
+                                                      logits=logits)
+        want.append(float(tf.reduce_mean(tf.boolean_mask(bce, mask))) / 3.0)
+    for d, weights in zip(parts["discriminators"], d_start, strict=True):
+        d.set_weights(weights)  # the BatchNorm statistics that call moved
+    logs = trainer.train_step(batch)
+    for d, term in zip(parts["discriminators"], want, strict=True):
+        name = f"d_loss_{d.image_size}"
+        assert float(logs[name]) - float(published[name]) == pytest.approx(term, rel=1e-4)
+
+
+@pytest.mark.parametrize("groups", [[[3, 4]], [[3], []], [[3, 4], [4]]])
+def test_swap_negatives_need_two_groups_of_distinct_ids(groups):
+    config, parts = _parts()
+    with pytest.raises(ValueError, match="swap_negatives"):
+        _trainer(parts, swap_negatives=groups)
