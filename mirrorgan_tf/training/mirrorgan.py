@@ -262,7 +262,12 @@ class MirrorGANTrainer(PrebuiltTrainer):
         return tf.where(is_word, replaced, token_ids), tf.reduce_any(is_word, axis=-1)
 
     def _swapped_losses(self, real_images, token_ids) -> list[tf.Tensor]:
-        """Per stage, BCE(cond(real, s_swapped), 0) / 3 over the captions that were swapped."""
+        """Per stage, BCE(cond(real, s_swapped), 0) / 3 over the captions that were swapped.
+
+        The real images are encoded once more here (a second forward of each discriminator,
+        BatchNorm in training mode on the same batch), plus STEM on the swapped captions: a
+        GF 16 / DF 16 64 px step at batch 16 took 336 ms with the option, about 320 without.
+        """
         swapped_ids, swapped = self.swapped_captions(token_ids)
         _, swapped_sentence = self.text_encoder(swapped_ids, training=False)
         return [

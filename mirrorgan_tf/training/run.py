@@ -50,14 +50,14 @@ PRECISIONS = {None: "float32", "float32": "float32", "bfloat16": "mixed_bfloat16
               "float16": "mixed_float16"}
 
 
-# CPU instructions that make bfloat16 fast; without them oneDNN emulates it. Measured on a 2-core
-# AVX2 EPYC (benchmarks/train_step.py, birds, batch 4, 2026-12-03): 76.6 s per iteration under
-# mixed_bfloat16 against 10.1 s in float32.
-BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU instructions that make bfloat16 fast (x86-64: AVX512-BF16, AMX; aarch64: BF16); without
+# them oneDNN emulates it. Measured on a 2-core AVX2 EPYC (benchmarks/train_step.py, birds,
+# batch 4, 2026-12-03): 76.6 s per iteration under mixed_bfloat16 against 10.1 s in float32.
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str] | None:
-    """The CPU's feature flags as Linux lists them, or None where they cannot be read.
+    """The CPU's feature flags as Linux lists them (`flags`, aarch64 `Features`), or None.
 
     Args:
         path: the cpuinfo file.
@@ -69,7 +69,7 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str] | None:
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):
                     return frozenset(line.split(":", 1)[1].split())
     except OSError:
         return None

@@ -269,6 +269,8 @@ def test_cpu_flags_reads_the_flags_line(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\nbugs\t: x\n")
     assert run.cpu_flags(str(cpuinfo)) == frozenset({"fpu", "avx2", "avx512_bf16"})
     assert run.cpu_flags(str(tmp_path / "missing")) is None
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # aarch64
+    assert "bf16" in run.cpu_flags(str(cpuinfo))
 
 
 def test_bfloat16_warns_only_where_the_cpu_emulates_it(monkeypatch):
