@@ -297,10 +297,15 @@ class D_NET(nn.Module):
         self.UNCOND_DNET = D_GET_LOGITS(ndf, nef, bcondition=False)
         self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True)
 
-    def forward(self, images, sentence):
+    def image_code(self, images):
+        """The image code both logit heads read (`img_code_s16`, then the size's extra blocks)."""
         code = self.img_code_s16(images)
         for name in self.extra:
             code = getattr(self, name)(code)
+        return code
+
+    def forward(self, images, sentence):
+        code = self.image_code(images)
         return self.UNCOND_DNET(code), self.COND_DNET(code, sentence)
 
 
@@ -579,13 +584,6 @@ def randomize(module: nn.Module, seed: int = 0, gamma_sign: bool = False) -> nn.
 
 
 # === The published MirrorGAN training iteration (for benchmarks/train_step.py --against-torch) ===
-def _image_code(d: D_NET, images):
-    code = d.img_code_s16(images)
-    for name in d.extra:
-        code = getattr(d, name)(code)
-    return code
-
-
 class PublishedIteration:
     """One MirrorGAN training iteration as the published trainer runs it, on these modules.
 
@@ -638,7 +636,7 @@ class PublishedIteration:
         for d, optimizer, real, fake in zip(self.discriminators, self.d_optimizers, images,
                                             fakes, strict=True):
             optimizer.zero_grad()
-            real_code, fake_code = _image_code(d, real), _image_code(d, fake.detach())
+            real_code, fake_code = d.image_code(real), d.image_code(fake.detach())
             real_loss = bce(d.UNCOND_DNET(real_code), ones)
             cond_real = bce(d.COND_DNET(real_code, sentence), ones)
             fake_loss = bce(d.UNCOND_DNET(fake_code), zeros)
@@ -650,7 +648,7 @@ class PublishedIteration:
         self.g_optimizer.zero_grad()
         g_loss = 0.0
         for d, fake in zip(self.discriminators, fakes, strict=True):
-            code = _image_code(d, fake)
+            code = d.image_code(fake)
             g_loss = g_loss + bce(d.UNCOND_DNET(code), ones) + bce(d.COND_DNET(code, sentence),
                                                                     ones)
         picture = F.interpolate(fakes[-1], size=(224, 224), mode="bilinear", align_corners=False)
