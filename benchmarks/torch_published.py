@@ -29,20 +29,27 @@ def _check_published(config: dict, parts: tuple[str, ...]) -> None:
         )
 
 
-def build(config: dict):
-    """`(PublishedIteration, torch module)` at the configuration's sizes, threads as TF's."""
-    _check_published(config, ("captioner",))
+def _text_encoder_and_generator(config: dict, parts: tuple[str, ...]):
+    """`(torch, the reference module, RNN_ENCODER, G_NET)`, seeded, threads as TF's."""
+    _check_published(config, parts)
     import torch
 
-    from mirrorgan_tf import presets
     from tests.convert import torch_reference as ref
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
+    text_encoder = ref.RNN_ENCODER(config["vocab_size"], config["embedding_dim"], config["nef"])
+    generator = ref.G_NET(config["gf_dim"], config["nef"], config["condition_dim"],
+                          config["z_dim"], config["r_num"], branch_num=config["num_stages"])
+    return torch, ref, text_encoder, generator
+
+
+def build(config: dict):
+    """`(PublishedIteration, torch module)` at the configuration's sizes, threads as TF's."""
+    from mirrorgan_tf import presets
+
+    torch, ref, text_encoder, generator = _text_encoder_and_generator(config, ("captioner",))
     nef, vocab = config["nef"], config["vocab_size"]
-    text_encoder = ref.RNN_ENCODER(vocab, config["embedding_dim"], nef)
-    generator = ref.G_NET(config["gf_dim"], nef, config["condition_dim"], config["z_dim"],
-                          config["r_num"], branch_num=config["num_stages"])
     discriminators = [ref.D_NET(s, config["df_dim"], nef) for s in presets.image_sizes(config)]
     encoder = ref.EncoderCNN(config["captioner_embed_dim"])
     decoder = ref.DecoderRNN(config["captioner_embed_dim"], config["captioner_hidden_dim"], vocab)
@@ -59,17 +66,8 @@ def build_generation(config: dict):
     The published test-time path: the caption's word and sentence features from the text
     encoder, conditioning augmentation's mu (no noise), the last stage's image, to uint8.
     """
-    _check_published(config, ())
-    import torch
-
-    from tests.convert import torch_reference as ref
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    torch.manual_seed(0)
-    nef = config["nef"]
-    text_encoder = ref.RNN_ENCODER(config["vocab_size"], config["embedding_dim"], nef).eval()
-    generator = ref.G_NET(config["gf_dim"], nef, config["condition_dim"], config["z_dim"],
-                          config["r_num"], branch_num=config["num_stages"]).eval()
+    torch, _, text_encoder, generator = _text_encoder_and_generator(config, ())
+    text_encoder, generator = text_encoder.eval(), generator.eval()
 
     def generate(token_ids: np.ndarray, noise: np.ndarray) -> np.ndarray:
         with torch.no_grad():

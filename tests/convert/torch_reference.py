@@ -662,4 +662,4 @@ class PublishedIteration:
         with torch.no_grad():
             for average, p in zip(self.average, self.generator.parameters(), strict=True):
                 average.mul_(0.999).add_(p.detach(), alpha=0.001)
-        return float(total)
+        return float(total.detach())
