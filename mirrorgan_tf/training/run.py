@@ -112,11 +112,12 @@ def swap_negative_ids(words: str | Sequence[Sequence[str]] | None,
     if isinstance(words, str):
         raise ValueError(f'`training.swap_negatives` must be None, "shapes" or word groups; '
                          f"got {words!r}.")
-    unknown = [w for group in words for w in group if vocabulary.word_to_id(w)
-               == vocabulary.oov_id]
+    ids = [[vocabulary.word_to_id(w) for w in group] for group in words]
+    unknown = [w for group, group_ids in zip(words, ids, strict=True)
+               for w, i in zip(group, group_ids, strict=True) if i == vocabulary.oov_id]
     if unknown:
         raise ValueError(f"`training.swap_negatives` words not in the vocabulary: {unknown}.")
-    return [[vocabulary.word_to_id(w) for w in group] for group in words]
+    return ids
 
 
 def _set_precision(mixed_precision: str | None) -> None:
