@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -88,9 +87,3 @@ def batch_to_torch(data: dict, torch) -> tuple:
     captions = torch.from_numpy(np.asarray(data["token_ids"]).astype(np.int64))
     lengths = torch.from_numpy(np.asarray(data["caption_length"]).astype(np.int64))
     return images, captions, lengths
-
-
-def time_once(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start

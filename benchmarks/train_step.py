@@ -217,13 +217,11 @@ def against_torch(config: dict, data: dict, step, repeats: int) -> dict:
 
     iteration, torch = torch_published.build(config)
     inputs = torch_published.batch_to_torch(data, torch)
-    run_torch = lambda: iteration(*inputs)  # noqa: E731
-    run_ours = lambda: tf.nest.map_structure(lambda t: t.numpy(), step(data))  # noqa: E731
-    run_torch()  # warm-up (ours is warm)
+    iteration(*inputs)  # warm-up (ours is warm)
     ours, theirs = [], []
     for _ in range(repeats):
-        ours.append(torch_published.time_once(run_ours))
-        theirs.append(torch_published.time_once(run_torch))
+        ours.append(timed(step, (data,), repeats=1, warmup=0))
+        theirs.append(timed(iteration, inputs, repeats=1, warmup=0))
     mean_ours, mean_theirs = float(np.mean(ours)), float(np.mean(theirs))
     return {
         "torch": torch.__version__,
