@@ -50,7 +50,7 @@ test-large: $(STAMP)
 	$(PY) -m pytest -q -m "large" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mirrorgan_tf tests benchmarks
+	$(VENV)/bin/ruff check mirrorgan_tf tests benchmarks docs/experiments
 
 demo: $(RUN_STAMP)
 	$(VENV)/bin/mirrorgan-tf demo $(if $(SAVE_TO),--save-to $(SAVE_TO))
