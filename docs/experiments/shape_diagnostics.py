@@ -1,7 +1,7 @@
 """Diagnostics of why the 64 px stage does not draw the caption's shape (README, "The demo").
 
 Not part of the package: experiments of 2026-12-06, kept so that their numbers can be
-reproduced. `oracle` and `centre` train the demo's 64 px phase (GF 16, DF 16, batch 16,
+reproduced. `oracle`, `centre` and `spread` train the demo's 64 px phase (GF 16, DF 16, batch 16,
 c_code = mu, EMA 0.999, caption-loss weight 10 unless `--caption-loss-weight`) on
 `shapes:easy` from one STEM (300 steps) and STREAM (2,000 steps), write the run's learning
 curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at the end:
@@ -18,12 +18,13 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
 - `centre`: the level's scenes are restricted to the centre cell (both splits), so the
   generator has one place to draw in.
 - `spread`: a curriculum's second step: the whole level (nine cells), the generator and
-  discriminator started from the `centre` run (`train(init=...)`, fresh optimizer state).
+  discriminator started from the `centre` run in the same `--out` (`train(init=...)`, fresh
+  optimizer state); the README's row starts from its 6,000-step point.
 
 Usage (the GAN runs resume; about 0.27 s per step on a 2-core AVX2 machine):
 
     python docs/experiments/shape_diagnostics.py oracle --out runs/diag --steps 6000
-    python docs/experiments/shape_diagnostics.py centre --out runs/diag --steps 3000
+    python docs/experiments/shape_diagnostics.py centre --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py centre --out runs/diag --steps 3000 \
         --caption-loss-weight 0 --name centre_lambda0
     python docs/experiments/shape_diagnostics.py spread --out runs/diag --steps 3000
