@@ -41,21 +41,19 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHAPE_WORDS = {"circle": 0, "disc": 0, "round": 0, "square": 1, "box": 1, "triangle": 2,
-               "triangular": 2, "diamond": 3, "rhombus": 3, "star": 4}
-
-
 def patch_oracle_sentence() -> None:
     """Every `TextEncoder` writes 4 x the caption's shape one-hot into sentence[:, :5]."""
     import tensorflow as tf
 
-    from mirrorgan_tf.data.shapes import shapes_vocabulary
+    from mirrorgan_tf.data.shapes import SHAPE_WORD_GROUPS, shapes_vocabulary
     from mirrorgan_tf.networks.text_encoder import TextEncoder
 
+    # Token id -> 1 + index in SHAPES of the shape it names (the parser's keywords), else 0.
     vocabulary = shapes_vocabulary()
     table = [0] * (vocabulary.size + 1)
-    for word, shape in SHAPE_WORDS.items():
-        table[vocabulary.word_to_id(word)] = shape + 1
+    for shape, words in enumerate(SHAPE_WORD_GROUPS):
+        for word in words:
+            table[vocabulary.word_to_id(word)] = shape + 1
     table = tf.constant(table, tf.int32)
     original = TextEncoder.call
 
@@ -107,7 +105,9 @@ def supervised(steps: int, decoder: str) -> None:
     train = ShapesDataset("train", num_images=4096, image_size=64, num_stages=1, level="easy")
     scenes = [train.scene(i) for i in range(len(train))]
     codes = one_hot_codes(scenes)
-    images = np.stack([train.image(i, 64) for i in range(len(train))]) / 127.5 - 1
+    images = (np.stack([train.image(i, 64) for i in range(len(train))]) / 127.5 - 1).astype(
+        np.float32
+    )
     if decoder == "glam":
         stage1 = Generator(gf_dim=16, z_dim=32, condition_dim=32, nef=24, r_num=1,
                            num_stages=1)
@@ -148,7 +148,7 @@ def supervised(steps: int, decoder: str) -> None:
     rng = np.random.default_rng(0)
     for done in range(1, steps + 1):
         rows = rng.integers(0, len(train), 16)
-        step(codes[rows], images[rows].astype(np.float32))
+        step(codes[rows], images[rows])
         if done % 500 == 0 or done == steps:
             print(json.dumps({"step": done, "training_scenes": score(codes[:256], scenes[:256])}),
                   flush=True)
