@@ -1,25 +1,39 @@
 """Diagnostics of why the 64 px stage does not draw the caption's shape (README, "The demo").
 
 Not part of the package: experiments of 2026-12-06, kept so that their numbers can be
-reproduced. `oracle`, `centre` and `spread` train the demo's 64 px phase (GF 16, DF 16, batch 16,
+reproduced. The GAN experiments train the demo's 64 px phase (GF 16, DF 16, batch 16,
 c_code = mu, EMA 0.999, caption-loss weight 10 unless `--caption-loss-weight`) on
 `shapes:easy` from one STEM (300 steps) and STREAM (2,000 steps), write the run's learning
 curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at the end:
 
+- `baseline`: the demo's 64 px phase as it is (with `--gf-dim`, another generator width).
 - `oracle`: five dimensions of STEM's sentence feature are replaced by 4 x a one-hot code of
   the caption's shape word, so the generator and the discriminators' conditional heads get
   the shape exactly, as strongly as any other direction of the (norm-8) sentence.
-- `supervised`: no GAN: the 64 px stage alone (or, `--decoder plain`, a DCGAN-style decoder:
-  Dense -> 4x4x256, four nearest x2 + conv3x3 + BatchNorm + ReLU, conv3x3 + tanh) learns to
-  draw the real image from a one-hot code of the caption's shape, colour, size and position,
-  with an L1 loss ten times heavier on the object's pixels (Adam 1e-3, betas 0.5 / 0.999,
-  batch 16); prints the score on 256 training scenes every 500 steps, then of the first 64
-  scenes drawn as each of the five shapes in turn (`forced_shapes`).
 - `centre`: the level's scenes are restricted to the centre cell (both splits), so the
   generator has one place to draw in.
 - `spread`: a curriculum's second step: the whole level (nine cells), the generator and
   discriminator started from the `centre` run in the same `--out` (`train(init=...)`, fresh
   optimizer state); the README's row starts from its 6,000-step point.
+- `aligned`: the cells' centres at 1/4, 1/2 and 3/4 of the image (the corners of the 4x4
+  seed map) instead of 1/6, 1/2 and 5/6 (`patch_aligned_cells`).
+- `patchd`, `patchcond`: the 64 px discriminator also judges each cell of its 8x8 map,
+  unconditionally, and with `patchcond` against the sentence too
+  (`patch_patch_discriminator`).
+
+`places` reads the images the GAN runs `--name`s (comma-separated, under `--out`) draw
+from the first caption of 900 training scenes: shape right per place, the shape of each
+image's largest object, and which shapes were asked and read.
+
+And one without a GAN:
+
+- `supervised`: the 64 px stage alone (or, `--decoder plain`, a DCGAN-style decoder:
+  Dense -> 4x4x256, four nearest x2 + conv3x3 + BatchNorm + ReLU, conv3x3 + tanh) learns to
+  draw the real image from a one-hot code of the caption's shape, colour, size and position,
+  with an L1 loss ten times heavier on the object's pixels (Adam 1e-3, betas 0.5 / 0.999,
+  batch 16); prints the score on 256 training scenes every 500 steps, then of the first 64
+  scenes drawn as each of the five shapes in turn (`forced_shapes`). `--cells centre` or
+  `--cells aligned` draws the scenes of `centre` or `aligned` instead.
 
 Usage (the GAN runs resume; about 0.27 s per step on a 2-core AVX2 machine):
 
@@ -28,7 +42,13 @@ Usage (the GAN runs resume; about 0.27 s per step on a 2-core AVX2 machine):
     python docs/experiments/shape_diagnostics.py centre --out runs/diag --steps 3000 \
         --caption-loss-weight 0 --name centre_lambda0
     python docs/experiments/shape_diagnostics.py spread --out runs/diag --steps 3000
+    python docs/experiments/shape_diagnostics.py aligned --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py patchd --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py patchcond --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py places --out runs/diag \
+        --name patchcond,aligned,oracle,centre
     python docs/experiments/shape_diagnostics.py supervised --steps 2500 [--decoder plain]
+    python docs/experiments/shape_diagnostics.py supervised --steps 2000 --cells centre
 """
 
 from __future__ import annotations
@@ -74,6 +94,113 @@ def patch_centre_only() -> None:
     shapes._level_pool = lambda level, pool: tuple(
         c for c in original(level, pool) if c[3] == "centre"
     )
+
+
+def patch_aligned_cells() -> None:
+    """Cell centres at 1/4, 1/2 and 3/4 of the image instead of 1/6, 1/2 and 5/6.
+
+    There they sit on the nine interior corners of the generator's 4x4 seed map (and of the
+    discriminators' 4x4 code), so moving a shape from one cell to the next is a shift by one
+    seed cell (16 px at 64 px), which the upsampling convolutions draw with the same kernels.
+    The captions, and the reader's thirds, are unchanged: 1/4 still lies in the first third.
+    """
+    from mirrorgan_tf.data import shapes
+
+    original = shapes.shape_box
+
+    def shape_box(spec, image_size):
+        cx, cy, side = original(spec, image_size)
+        cell = image_size / 3
+        row, col = divmod(shapes.POSITIONS.index(spec.position), 3)
+        return (cx + (col + 1) * image_size / 4 - (col + 0.5) * cell,
+                cy + (row + 1) * image_size / 4 - (row + 0.5) * cell, side)
+
+    shapes.shape_box = shape_box
+
+
+def patch_patch_discriminator(conditional: bool = False) -> None:
+    """The 64 px discriminator also judges each cell of its 8x8 map, PatchGAN-style.
+
+    A 1x1 convolution on the 8x8 map (4 x df_dim channels after LeakyReLU; each cell sees 22
+    px of the image, about one large shape) gives 64 unconditional logits per image. With
+    `conditional`, the sentence tiled over the 8x8 map joins it as in the published 4x4
+    head (1x1 conv to 4 x df_dim, LeakyReLU 0.2, 1x1 conv to a logit): 64 conditional
+    logits, from weights shared by every cell, so "an object here has the sentence's
+    shape and colour" is learnt once for the nine cells. Each head's logits become the
+    published logit repeated 64 times followed by the 64 cell logits, so the global and the
+    cell terms weigh the same in every BCE. The 8x8 map travels with the 4x4 code (packed
+    into its channels by space-to-depth), so slices of the code (the mismatched pairs) keep
+    it.
+    """
+    import keras
+    import tensorflow as tf
+    from keras import ops
+
+    from mirrorgan_tf.networks.discriminator import Discriminator
+
+    original_init = Discriminator.__init__
+    original_uncond = Discriminator.unconditional_logits
+    original_cond = Discriminator.conditional_logits
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        if self.image_size != 64:
+            return
+        channels = 4 * self.df_dim
+        self.patch_logits = keras.layers.Conv2D(1, 1, name="patch_logits")
+        self.patch_logits.build((None, 8, 8, channels))
+        if conditional:
+            self.patch_cond_layers = [
+                keras.layers.Conv2D(channels, 1, name="patch_cond_joint"),
+                keras.layers.LeakyReLU(negative_slope=0.2),
+                keras.layers.Conv2D(1, 1, name="patch_cond_logits"),
+            ]
+            shape = (None, 8, 8, channels + self.nef)
+            for layer in self.patch_cond_layers:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
+    def encode(self, images, training=None):
+        x = ops.cast(images, self.compute_dtype)
+        fine = None
+        for layer in self.encoder_layers:
+            x = layer(x, training=training)
+            if x.shape[1] == 8:
+                fine = x
+        if not hasattr(self, "patch_logits"):
+            return x
+        return ops.concatenate([x, tf.nn.space_to_depth(fine, 2)], axis=-1)
+
+    def split(self, code):
+        if not hasattr(self, "patch_logits"):
+            return code, None
+        width = 8 * self.df_dim
+        return code[..., :width], tf.nn.depth_to_space(code[..., width:], 2)
+
+    def with_cells(logits, cells):
+        cells = ops.cast(ops.reshape(cells, [-1]), "float32")
+        return ops.concatenate([ops.tile(logits, [64]), cells], axis=0)
+
+    def unconditional_logits(self, code):
+        code, fine = split(self, code)
+        logits = original_uncond(self, code)
+        return logits if fine is None else with_cells(logits, self.patch_logits(fine))
+
+    def conditional_logits(self, code, sentence, training=None):
+        code, fine = split(self, code)
+        logits = original_cond(self, code, sentence, training=training)
+        if fine is None or not conditional:
+            return logits
+        tiled = ops.tile(ops.cast(sentence, fine.dtype)[:, None, None, :], [1, 8, 8, 1])
+        x = ops.concatenate([fine, tiled], axis=-1)
+        for layer in self.patch_cond_layers:
+            x = layer(x)
+        return with_cells(logits, x)
+
+    Discriminator.__init__ = __init__
+    Discriminator.encode = encode
+    Discriminator.unconditional_logits = unconditional_logits
+    Discriminator.conditional_logits = conditional_logits
 
 
 def one_hot_codes(scenes) -> np.ndarray:
@@ -157,18 +284,62 @@ def supervised(steps: int, decoder: str) -> None:
     print(json.dumps({"decoder": decoder, "forced_shapes": score(one_hot_codes(forced), forced)}))
 
 
+def places(out: str, names: list[str]) -> None:
+    """The `places` read-out (module docstring) of the runs `out/NAME`."""
+    import collections
+
+    from mirrorgan_tf.data.shapes import POSITIONS, SHAPES, ShapesDataset, parse_caption
+    from mirrorgan_tf.evaluation.shapes_score import read_objects, read_scene
+    from mirrorgan_tf.task import TextToImage
+
+    train = ShapesDataset("train", num_images=900, image_size=64, num_stages=1, level="easy")
+    captions = [train.captions(i)[0] for i in range(len(train))]
+    specs = [parse_caption(c) for c in captions]
+    for name in names:
+        model = TextToImage.from_preset(f"{out}/{name}")
+        images = [im for k in range(0, len(captions), 100)
+                  for im in model.generate(captions[k:k + 100], seed=0)]
+        right = collections.defaultdict(list)
+        asked_read = collections.Counter()
+        for image, spec in zip(images, specs, strict=True):
+            right[spec.shapes[0].position].append(read_scene(image, spec)["shape"])
+            objects = read_objects(image)
+            asked_read[spec.shapes[0].shape, objects[0].shape if objects else "none"] += 1
+        read = collections.Counter()
+        for (_, got), n in asked_read.items():
+            read[got] += n
+        print(json.dumps({
+            "run": name,
+            "shape_per_place": {p: round(float(np.mean(right[p])), 2) for p in POSITIONS},
+            "largest_object_read_as": dict(read),
+            "asked_then_read": {s: {g: n for (a, g), n in asked_read.items() if a == s}
+                                for s in SHAPES},
+        }))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=("oracle", "centre", "spread", "supervised"))
+    parser.add_argument("experiment", choices=("baseline", "oracle", "centre", "spread", "aligned",
+                                               "patchd", "patchcond", "places", "supervised"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
                         help="lambda of STREAM's caption loss (published: 10)")
-    parser.add_argument("--name", help="the GAN run's folder under --out (default: EXPERIMENT)")
+    parser.add_argument("--gf-dim", type=int, default=16, help="the generator's width")
+    parser.add_argument("--name", help="the GAN run's folder under --out (default: EXPERIMENT); "
+                        "`places`: the runs to read, comma-separated")
+    parser.add_argument("--cells", choices=("nine", "centre", "aligned"), default="nine",
+                        help="`supervised`: the level's nine cells, the centre cell alone, or "
+                             "the nine cells at the 4x4 seed map's corners (as `aligned`)")
     parser.add_argument("--decoder", choices=("glam", "plain"), default="glam",
                         help="`supervised`: the 64 px stage or a DCGAN-style decoder")
     args = parser.parse_args()
+    if args.experiment == "places":
+        places(args.out, args.name.split(","))
+        return
     if args.experiment == "supervised":
+        {"nine": lambda: None, "centre": patch_centre_only, "aligned": patch_aligned_cells}[
+            args.cells]()
         supervised(args.steps, args.decoder)
         return
 
@@ -178,14 +349,16 @@ def main() -> None:
     from mirrorgan_tf.training import run
 
     common = {"preset": "shapes", "data": "shapes:easy", "seed": 0, "verbose": 2,
-              "gf_dim": 16, "df_dim": 16}
+              "gf_dim": args.gf_dim, "df_dim": 16}
     # STEM and STREAM are pretrained on the whole level, as the demo's; the experiment's
     # change applies from the GAN phase on.
     stem = run.pretrain_stem(out=f"{args.out}/stem", steps=300, batch_size=32,
                              checkpoint_every=100, **common)
     stream = run.pretrain_stream(out=f"{args.out}/stream", steps=2000, batch_size=32,
                                  checkpoint_every=500, trunk_from=stem, **common)
-    patch = {"oracle": patch_oracle_sentence, "centre": patch_centre_only}.get(args.experiment)
+    patch = {"oracle": patch_oracle_sentence, "centre": patch_centre_only,
+             "aligned": patch_aligned_cells, "patchd": patch_patch_discriminator,
+             "patchcond": lambda: patch_patch_discriminator(conditional=True)}.get(args.experiment)
     if patch is not None:
         patch()
     init = f"{args.out}/centre" if args.experiment == "spread" else None
