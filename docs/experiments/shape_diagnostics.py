@@ -203,6 +203,26 @@ def patch_patch_discriminator(conditional: bool = False) -> None:
     Discriminator.conditional_logits = conditional_logits
 
 
+# What each experiment (or `supervised --cells`) changes before it trains.
+PATCHES = {
+    "oracle": patch_oracle_sentence,
+    "centre": patch_centre_only,
+    "aligned": patch_aligned_cells,
+    "patchd": patch_patch_discriminator,
+    "patchcond": lambda: patch_patch_discriminator(conditional=True),
+}
+
+
+def first_training_captions(count: int) -> tuple[list[str], list]:
+    """The first caption of each of the first `count` training scenes of `shapes:easy` (with
+    whatever patch is in force), and the scenes `parse_caption` reads from them."""
+    from mirrorgan_tf.data.shapes import ShapesDataset, parse_caption
+
+    train = ShapesDataset("train", num_images=count, image_size=64, num_stages=1, level="easy")
+    captions = [train.captions(i)[0] for i in range(len(train))]
+    return captions, [parse_caption(c) for c in captions]
+
+
 def one_hot_codes(scenes) -> np.ndarray:
     """[N, 24]: shape, colour, size and position one-hot, each 4 (norm 8, as the sentence)."""
     from mirrorgan_tf.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES
@@ -288,13 +308,11 @@ def places(out: str, names: list[str]) -> None:
     """The `places` read-out (module docstring) of the runs `out/NAME`."""
     import collections
 
-    from mirrorgan_tf.data.shapes import POSITIONS, SHAPES, ShapesDataset, parse_caption
+    from mirrorgan_tf.data.shapes import POSITIONS, SHAPES
     from mirrorgan_tf.evaluation.shapes_score import read_objects, read_scene
     from mirrorgan_tf.task import TextToImage
 
-    train = ShapesDataset("train", num_images=900, image_size=64, num_stages=1, level="easy")
-    captions = [train.captions(i)[0] for i in range(len(train))]
-    specs = [parse_caption(c) for c in captions]
+    captions, specs = first_training_captions(900)
     for name in names:
         model = TextToImage.from_preset(f"{out}/{name}")
         images = [im for k in range(0, len(captions), 100)
@@ -338,12 +356,11 @@ def main() -> None:
         places(args.out, args.name.split(","))
         return
     if args.experiment == "supervised":
-        {"nine": lambda: None, "centre": patch_centre_only, "aligned": patch_aligned_cells}[
-            args.cells]()
+        if args.cells != "nine":
+            PATCHES[args.cells]()
         supervised(args.steps, args.decoder)
         return
 
-    from mirrorgan_tf.data.shapes import ShapesDataset, parse_caption
     from mirrorgan_tf.evaluation.shapes_score import score_model
     from mirrorgan_tf.task import TextToImage
     from mirrorgan_tf.training import run
@@ -356,11 +373,8 @@ def main() -> None:
                              checkpoint_every=100, **common)
     stream = run.pretrain_stream(out=f"{args.out}/stream", steps=2000, batch_size=32,
                                  checkpoint_every=500, trunk_from=stem, **common)
-    patch = {"oracle": patch_oracle_sentence, "centre": patch_centre_only,
-             "aligned": patch_aligned_cells, "patchd": patch_patch_discriminator,
-             "patchcond": lambda: patch_patch_discriminator(conditional=True)}.get(args.experiment)
-    if patch is not None:
-        patch()
+    if args.experiment in PATCHES:
+        PATCHES[args.experiment]()
     init = f"{args.out}/centre" if args.experiment == "spread" else None
     gan = run.train(out=f"{args.out}/{args.name or args.experiment}", stem=stem, stream=stream,
                     init=init, steps=args.steps, batch_size=16, checkpoint_every=500,
@@ -368,12 +382,10 @@ def main() -> None:
                     training={"ca_noise": False, "ema_decay": 0.999,
                               "caption_loss_weight": args.caption_loss_weight}, **common)
     model = TextToImage.from_preset(gan)
-    train = ShapesDataset("train", num_images=256, image_size=64, num_stages=1, level="easy")
-    captions = [train.captions(i)[0] for i in range(len(train))]
+    captions, specs = first_training_captions(256)
     print(json.dumps({"experiment": args.experiment, "steps": args.steps,
                       "caption_loss_weight": args.caption_loss_weight,
-                      "training_captions": score_model(
-                          model, captions, [parse_caption(c) for c in captions])}))
+                      "training_captions": score_model(model, captions, specs)}))
 
 
 if __name__ == "__main__":
