@@ -196,16 +196,7 @@ class Generator(keras.Model):
     def call(self, noise, sentence, words, word_mask=None, training=None, deterministic=False):
         self._check_inputs(noise, sentence, words, word_mask)
         c_code, mu, logvar = self.ca_net(sentence, training=training, deterministic=deterministic)
-
-        # Stage 1 (F_0): c_code first, as the published torch.cat((c_code, z_code), 1).
-        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
-        x = self.stage1_glu(self.stage1_bn(self.stage1_fc(x), training=training))
-        # Channel-major view as in PyTorch (see class docstring), then NHWC.
-        x = ops.reshape(x, (-1, 16 * self.gf_dim, 4, 4))
-        h = ops.transpose(x, (0, 2, 3, 1))
-        for block in self.stage1_up:
-            h = block(h, training=training)
-
+        h = self._initial_features(c_code, noise, training=training)
         logits = self.image_heads[0](h)
         images = [ops.tanh(logits)]
         attention_maps = []
@@ -235,6 +226,18 @@ class Generator(keras.Model):
             "mu": mu,
             "logvar": logvar,
         }
+
+    def _initial_features(self, c_code, noise, training=None):
+        """Stage 1 (F_0): [batch, 64, 64, gf_dim] features from the condition and the noise."""
+        # c_code first, as the published torch.cat((c_code, z_code), 1).
+        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
+        x = self.stage1_glu(self.stage1_bn(self.stage1_fc(x), training=training))
+        # Channel-major view as in PyTorch (see class docstring), then NHWC.
+        x = ops.reshape(x, (-1, 16 * self.gf_dim, 4, 4))
+        h = ops.transpose(x, (0, 2, 3, 1))
+        for block in self.stage1_up:
+            h = block(h, training=training)
+        return h
 
     def load_lower_stages(self, source: Generator) -> None:
         """Copies every weight of a generator with fewer (or as many) stages into this one.
