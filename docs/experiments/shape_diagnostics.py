@@ -20,10 +20,17 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
 - `patchd`, `patchcond`: the 64 px discriminator also judges each cell of its 8x8 map,
   unconditionally, and with `patchcond` against the sentence too
   (`patch_patch_discriminator`).
+- `stamp`, `stampsoftmax`: stage 1 up to its 16x16 map is replaced by a "where" map (a
+  sigmoid gate per cell, or a softmax over the cells) that places a "what" vector, and
+  convolutions that draw it (`patch_stamp_generator`).
+- `modulated`: each of stage 1's up-blocks is followed by a per-channel scale and shift
+  from the text, as DF-GAN's blocks (`patch_modulated_generator`); `modcond` adds
+  `patchcond`'s discriminator.
 
 `places` reads the images the GAN runs `--name`s (comma-separated, under `--out`) draw
 from the first caption of 900 training scenes: shape right per place, the shape of each
-image's largest object, and which shapes were asked and read.
+image's largest object, and which shapes were asked and read. A run whose generator was
+patched is loaded with its patch, so it is named by its experiment, one such run at a time.
 
 And one without a GAN:
 
@@ -45,6 +52,9 @@ Usage (the GAN runs resume; about 0.27 s per step on a 2-core AVX2 machine):
     python docs/experiments/shape_diagnostics.py aligned --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py patchd --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py patchcond --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py stampsoftmax --out runs/diag --steps 2000
+    python docs/experiments/shape_diagnostics.py stamp --out runs/diag --steps 1500
+    python docs/experiments/shape_diagnostics.py modulated --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py places --out runs/diag \
         --name patchcond,aligned,oracle,centre
     python docs/experiments/shape_diagnostics.py supervised --steps 2500 [--decoder plain]
@@ -203,6 +213,137 @@ def patch_patch_discriminator(conditional: bool = False) -> None:
     Discriminator.conditional_logits = conditional_logits
 
 
+def patch_stamp_generator(where: str = "gate") -> None:
+    """Stage 1 draws the object with the same kernels wherever the caption puts it.
+
+    The published stage 1 (Dense -> 4x4 seed, four up-blocks) is replaced up to its 16x16
+    map: a "where" map over the 16x16 cells weights a "what" vector (a Dense of [c_code,
+    z]), a "background" vector (another) is added everywhere, and two 5x5 convolutions
+    (reflect-padded, BatchNorm, GLU) stamp the object's features around the chosen cells;
+    the published up-blocks 3 and 4 take it to 64 px. Every layer after the "where" map is
+    a convolution, so an outline learnt at one place is drawn at any other (up to the
+    cell's 4 px phase), and a (shape, colour) pair seen at some places is drawn at the
+    held-out ones.
+
+    `where="gate"` (`stamp`): a sigmoid per cell from a small MLP (64 LeakyReLU units) of
+    [c_code, z] and the cell's coordinates in [-1, 1], shared by the cells, so every cell
+    learns on its own whether it holds the object. `where="softmax"` (`stampsoftmax`): a
+    softmax over the cells of five times a Dense of [c_code, z], times 256 so that it
+    averages 1.
+    """
+    import keras
+    from keras import ops
+
+    from mirrorgan_tf.layers.glu import GLU
+    from mirrorgan_tf.layers.initializers import batch_norm
+    from mirrorgan_tf.networks.generator import Generator
+
+    grid = 16
+    axis = np.linspace(-1.0, 1.0, grid, dtype=np.float32)
+    coordinates = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1)  # [16, 16, (y, x)]
+    original_init = Generator.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        channels = 4 * self.gf_dim  # the published stage 1's map at 16x16
+        inputs = (None, self.condition_dim + self.z_dim)
+        if where == "softmax":
+            self.stamp_where = keras.layers.Dense(grid * grid, name="stamp_where")
+            self.stamp_where.build(inputs)
+        else:
+            # A 1x1 convolution of [x tiled, coordinates], split into its two Dense parts.
+            self.stamp_gate = [keras.layers.Dense(64, name="stamp_gate_text"),
+                               keras.layers.Dense(64, use_bias=False, name="stamp_gate_xy"),
+                               keras.layers.Dense(1, name="stamp_gate_out")]
+            for layer, shape in zip(self.stamp_gate, (inputs, (None, 2), (None, 64)),
+                                    strict=True):
+                layer.build(shape)
+        self.stamp_what = keras.layers.Dense(channels, name="stamp_what")
+        self.stamp_background = keras.layers.Dense(channels, name="stamp_background")
+        for layer in (self.stamp_what, self.stamp_background):
+            layer.build(inputs)
+        self.stamp_layers = []
+        for index in range(2):
+            self.stamp_layers += [
+                keras.layers.Conv2D(2 * channels, 5, use_bias=False, name=f"stamp_conv{index}"),
+                batch_norm(name=f"stamp_bn{index}"),
+                GLU(name=f"stamp_glu{index}"),
+            ]
+        shape = (None, None, None, channels)
+        for layer in self.stamp_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def where_map(self, x):
+        """[batch, 16, 16, 1]: how much of the "what" vector each cell gets."""
+        if where == "softmax":
+            weights = ops.softmax(5.0 * self.stamp_where(x), axis=-1) * grid * grid
+            return ops.reshape(weights, (-1, grid, grid, 1))
+        text, xy, out = self.stamp_gate
+        hidden = text(x)[:, None, None, :] + xy(ops.cast(coordinates, x.dtype))[None]
+        return ops.sigmoid(out(ops.leaky_relu(hidden, 0.2)))
+
+    def _initial_features(self, c_code, noise, training=None):
+        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
+        h = (where_map(self, x) * self.stamp_what(x)[:, None, None, :]
+             + self.stamp_background(x)[:, None, None, :])
+        for layer in self.stamp_layers:
+            if isinstance(layer, keras.layers.Conv2D):
+                h = ops.pad(h, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="reflect")
+            h = layer(h, training=training)
+        for block in self.stage1_up[2:]:
+            h = block(h, training=training)
+        return h
+
+    Generator.__init__ = __init__
+    Generator._initial_features = _initial_features
+    Generator.where_map = where_map
+
+
+def patch_modulated_generator() -> None:
+    """Stage 1's up-blocks are modulated by the text, as DF-GAN's blocks (Tao et al., 2022).
+
+    After each of the four up-blocks (4 -> 64 px) the features become `h * (1 + gamma) +
+    beta`, with `gamma` and `beta` (one per channel) from an MLP of [c_code, z] (Dense to
+    the block's width, ReLU, Dense to twice that, the last initialised to zero, so training
+    starts from the published stage 1). The same scale and shift apply at every pixel: the
+    place stays the seed map's business, and what the sentence says reaches the
+    convolutions that draw the outline wherever it is (the published stage 1 has the text
+    only in its first Dense).
+    """
+    import keras
+    from keras import ops
+
+    from mirrorgan_tf.networks.generator import Generator
+
+    original_init = Generator.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.modulation = []
+        for index, block in enumerate(self.stage1_up):
+            width = block.out_channels
+            layers = [keras.layers.Dense(width, activation="relu", name=f"mod{index}_hidden"),
+                      keras.layers.Dense(2 * width, kernel_initializer="zeros",
+                                         name=f"mod{index}_affine")]
+            layers[0].build((None, self.condition_dim + self.z_dim))
+            layers[1].build((None, width))
+            self.modulation.append(layers)
+
+    def _initial_features(self, c_code, noise, training=None):
+        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
+        h = self.stage1_glu(self.stage1_bn(self.stage1_fc(x), training=training))
+        h = ops.transpose(ops.reshape(h, (-1, 16 * self.gf_dim, 4, 4)), (0, 2, 3, 1))
+        for block, (hidden, affine) in zip(self.stage1_up, self.modulation, strict=True):
+            h = block(h, training=training)
+            gamma, beta = ops.split(affine(hidden(x))[:, None, None, :], 2, axis=-1)
+            h = h * (1.0 + gamma) + beta
+        return h
+
+    Generator.__init__ = __init__
+    Generator._initial_features = _initial_features
+
+
 # What each experiment (or `supervised --cells`) changes before it trains.
 PATCHES = {
     "oracle": patch_oracle_sentence,
@@ -210,7 +351,16 @@ PATCHES = {
     "aligned": patch_aligned_cells,
     "patchd": patch_patch_discriminator,
     "patchcond": lambda: patch_patch_discriminator(conditional=True),
+    "stamp": patch_stamp_generator,
+    "stampsoftmax": lambda: patch_stamp_generator(where="softmax"),
+    "modulated": patch_modulated_generator,
+    "modcond": lambda: (patch_modulated_generator(),
+                        patch_patch_discriminator(conditional=True)),
 }
+
+
+# The experiments whose generator differs from the published one (loading needs the patch).
+GENERATOR_PATCHES = ("stamp", "stampsoftmax", "modulated", "modcond")
 
 
 def first_training_captions(count: int) -> tuple[list[str], list]:
@@ -312,6 +462,11 @@ def places(out: str, names: list[str]) -> None:
     from mirrorgan_tf.evaluation.shapes_score import read_objects, read_scene
     from mirrorgan_tf.task import TextToImage
 
+    patched = [name for name in names if name in GENERATOR_PATCHES]
+    if len(patched) > 1:
+        raise SystemExit(f"one run with a patched generator at a time; got {patched}")
+    for name in patched:
+        PATCHES[name]()
     captions, specs = first_training_captions(900)
     for name in names:
         model = TextToImage.from_preset(f"{out}/{name}")
@@ -337,8 +492,9 @@ def places(out: str, names: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=("baseline", "oracle", "centre", "spread", "aligned",
-                                               "patchd", "patchcond", "places", "supervised"))
+    parser.add_argument("experiment", choices=(
+        "baseline", "oracle", "centre", "spread", "aligned", "patchd", "patchcond", "stamp",
+        "stampsoftmax", "modulated", "modcond", "places", "supervised"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
