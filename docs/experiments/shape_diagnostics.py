@@ -24,13 +24,13 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
   sigmoid gate per cell, or a softmax over the cells) that places a "what" vector, and
   convolutions that draw it (`patch_stamp_generator`).
 - `modulated`: each of stage 1's up-blocks is followed by a per-channel scale and shift
-  from the text, as DF-GAN's blocks (`patch_modulated_generator`); `modcond` adds
+  from the text, DF-GAN-style (`patch_modulated_generator`); `modcond` adds
   `patchcond`'s discriminator.
 
 `places` reads the images the GAN runs `--name`s (comma-separated, under `--out`) draw
 from the first caption of 900 training scenes: shape right per place, the shape of each
 image's largest object, and which shapes were asked and read. A run whose generator was
-patched is loaded with its patch, so it is named by its experiment, one such run at a time.
+patched is loaded with its patch, so it must be named by its experiment and read alone.
 
 And one without a GAN:
 
@@ -42,7 +42,7 @@ And one without a GAN:
   scenes drawn as each of the five shapes in turn (`forced_shapes`). `--cells centre` or
   `--cells aligned` draws the scenes of `centre` or `aligned` instead.
 
-Usage (the GAN runs resume; about 0.27 s per step on a 2-core AVX2 machine):
+Usage (the GAN runs resume; 0.25-0.35 s per step on a 2-core AVX2 machine):
 
     python docs/experiments/shape_diagnostics.py oracle --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py centre --out runs/diag --steps 6000
@@ -55,6 +55,8 @@ Usage (the GAN runs resume; about 0.27 s per step on a 2-core AVX2 machine):
     python docs/experiments/shape_diagnostics.py stampsoftmax --out runs/diag --steps 2000
     python docs/experiments/shape_diagnostics.py stamp --out runs/diag --steps 1500
     python docs/experiments/shape_diagnostics.py modulated --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py modcond --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py places --out runs/diag --name modulated
     python docs/experiments/shape_diagnostics.py places --out runs/diag \
         --name patchcond,aligned,oracle,centre
     python docs/experiments/shape_diagnostics.py supervised --steps 2500 [--decoder plain]
@@ -221,9 +223,10 @@ def patch_stamp_generator(where: str = "gate") -> None:
     z]), a "background" vector (another) is added everywhere, and two 5x5 convolutions
     (reflect-padded, BatchNorm, GLU) stamp the object's features around the chosen cells;
     the published up-blocks 3 and 4 take it to 64 px. Every layer after the "where" map is
-    a convolution, so an outline learnt at one place is drawn at any other (up to the
-    cell's 4 px phase), and a (shape, colour) pair seen at some places is drawn at the
-    held-out ones.
+    a convolution, so an outline learnt at one place would be drawn at any other (up to
+    the cell's 4 px phase and the border padding near the edges), and a (shape, colour)
+    pair seen at some places at the held-out ones. The published Dense and up-blocks 1
+    and 2 are still created (and saved) but get no gradient.
 
     `where="gate"` (`stamp`): a sigmoid per cell from a small MLP (64 LeakyReLU units) of
     [c_code, z] and the cell's coordinates in [-1, 1], shared by the cells, so every cell
@@ -231,6 +234,8 @@ def patch_stamp_generator(where: str = "gate") -> None:
     softmax over the cells of five times a Dense of [c_code, z], times 256 so that it
     averages 1.
     """
+    if where not in ("gate", "softmax"):
+        raise ValueError(f"`where` must be 'gate' or 'softmax'; got {where!r}")
     import keras
     from keras import ops
 
@@ -297,16 +302,18 @@ def patch_stamp_generator(where: str = "gate") -> None:
 
     Generator.__init__ = __init__
     Generator._initial_features = _initial_features
-    Generator.where_map = where_map
+    Generator.where_map = where_map  # for inspecting a trained generator
 
 
 def patch_modulated_generator() -> None:
-    """Stage 1's up-blocks are modulated by the text, as DF-GAN's blocks (Tao et al., 2022).
+    """Stage 1's up-blocks are modulated by the text, DF-GAN-style (Tao et al., 2022).
 
     After each of the four up-blocks (4 -> 64 px) the features become `h * (1 + gamma) +
     beta`, with `gamma` and `beta` (one per channel) from an MLP of [c_code, z] (Dense to
     the block's width, ReLU, Dense to twice that, the last initialised to zero, so training
-    starts from the published stage 1). The same scale and shift apply at every pixel: the
+    starts as the published stage 1). DF-GAN has an MLP each for the scale and the shift
+    and applies them twice before each convolution; here one MLP gives both, once after
+    each block. The same scale and shift apply at every pixel: the
     place stays the seed map's business, and what the sentence says reaches the
     convolutions that draw the outline wherever it is (the published stage 1 has the text
     only in its first Dense).
@@ -332,8 +339,7 @@ def patch_modulated_generator() -> None:
 
     def _initial_features(self, c_code, noise, training=None):
         x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
-        h = self.stage1_glu(self.stage1_bn(self.stage1_fc(x), training=training))
-        h = ops.transpose(ops.reshape(h, (-1, 16 * self.gf_dim, 4, 4)), (0, 2, 3, 1))
+        h = self._seed_map(x, training=training)
         for block, (hidden, affine) in zip(self.stage1_up, self.modulation, strict=True):
             h = block(h, training=training)
             gamma, beta = ops.split(affine(hidden(x))[:, None, None, :], 2, axis=-1)
@@ -463,8 +469,8 @@ def places(out: str, names: list[str]) -> None:
     from mirrorgan_tf.task import TextToImage
 
     patched = [name for name in names if name in GENERATOR_PATCHES]
-    if len(patched) > 1:
-        raise SystemExit(f"one run with a patched generator at a time; got {patched}")
+    if patched and len(names) > 1:
+        raise SystemExit(f"a run with a patched generator ({patched[0]}) is read alone")
     for name in patched:
         PATCHES[name]()
     captions, specs = first_training_captions(900)
@@ -492,9 +498,8 @@ def places(out: str, names: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=(
-        "baseline", "oracle", "centre", "spread", "aligned", "patchd", "patchcond", "stamp",
-        "stampsoftmax", "modulated", "modcond", "places", "supervised"))
+    parser.add_argument("experiment",
+                        choices=("baseline", "spread", *PATCHES, "places", "supervised"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,

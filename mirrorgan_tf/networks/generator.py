@@ -228,16 +228,24 @@ class Generator(keras.Model):
         }
 
     def _initial_features(self, c_code, noise, training=None):
-        """Stage 1 (F_0): [batch, 64, 64, gf_dim] features from the condition and the noise."""
+        """Stage 1 (F_0): [batch, 64, 64, gf_dim] features from the condition and the noise.
+
+        A method of its own so that an experiment can replace stage 1 alone
+        (`docs/experiments/shape_diagnostics.py`).
+        """
         # c_code first, as the published torch.cat((c_code, z_code), 1).
         x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
-        x = self.stage1_glu(self.stage1_bn(self.stage1_fc(x), training=training))
-        # Channel-major view as in PyTorch (see class docstring), then NHWC.
-        x = ops.reshape(x, (-1, 16 * self.gf_dim, 4, 4))
-        h = ops.transpose(x, (0, 2, 3, 1))
+        h = self._seed_map(x, training=training)
         for block in self.stage1_up:
             h = block(h, training=training)
         return h
+
+    def _seed_map(self, x, training=None):
+        """Stage 1's [batch, 4, 4, 16 * gf_dim] start from [c_code, z]."""
+        x = self.stage1_glu(self.stage1_bn(self.stage1_fc(x), training=training))
+        # Channel-major view as in PyTorch (see class docstring), then NHWC.
+        x = ops.reshape(x, (-1, 16 * self.gf_dim, 4, 4))
+        return ops.transpose(x, (0, 2, 3, 1))
 
     def load_lower_stages(self, source: Generator) -> None:
         """Copies every weight of a generator with fewer (or as many) stages into this one.
