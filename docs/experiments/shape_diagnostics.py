@@ -148,7 +148,7 @@ def patch_patch_discriminator(conditional: bool = False) -> None:
     import tensorflow as tf
     from keras import ops
 
-    from mirrorgan_tf.networks.discriminator import Discriminator
+    from mirrorgan_tf.networks.discriminator import Discriminator, _build_chain
 
     original_init = Discriminator.__init__
     original_uncond = Discriminator.unconditional_logits
@@ -167,10 +167,7 @@ def patch_patch_discriminator(conditional: bool = False) -> None:
                 keras.layers.LeakyReLU(negative_slope=0.2),
                 keras.layers.Conv2D(1, 1, name="patch_cond_logits"),
             ]
-            shape = (None, 8, 8, channels + self.nef)
-            for layer in self.patch_cond_layers:
-                layer.build(shape)
-                shape = layer.compute_output_shape(shape)
+            _build_chain(self.patch_cond_layers, (None, 8, 8, channels + self.nef))
 
     def encode(self, images, training=None):
         x = ops.cast(images, self.compute_dtype)
@@ -241,6 +238,7 @@ def patch_stamp_generator(where: str = "gate") -> None:
 
     from mirrorgan_tf.layers.glu import GLU
     from mirrorgan_tf.layers.initializers import batch_norm
+    from mirrorgan_tf.networks.discriminator import _build_chain
     from mirrorgan_tf.networks.generator import Generator
 
     grid = 16
@@ -274,10 +272,7 @@ def patch_stamp_generator(where: str = "gate") -> None:
                 batch_norm(name=f"stamp_bn{index}"),
                 GLU(name=f"stamp_glu{index}"),
             ]
-        shape = (None, None, None, channels)
-        for layer in self.stamp_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        _build_chain(self.stamp_layers, (None, None, None, channels))
 
     def where_map(self, x):
         """[batch, 16, 16, 1]: how much of the "what" vector each cell gets."""
@@ -288,8 +283,7 @@ def patch_stamp_generator(where: str = "gate") -> None:
         hidden = text(x)[:, None, None, :] + xy(ops.cast(coordinates, x.dtype))[None]
         return ops.sigmoid(out(ops.leaky_relu(hidden, 0.2)))
 
-    def _initial_features(self, c_code, noise, training=None):
-        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
+    def _initial_features(self, x, training=None):
         h = (where_map(self, x) * self.stamp_what(x)[:, None, None, :]
              + self.stamp_background(x)[:, None, None, :])
         for layer in self.stamp_layers:
@@ -313,10 +307,9 @@ def patch_modulated_generator() -> None:
     the block's width, ReLU, Dense to twice that, the last initialised to zero, so training
     starts as the published stage 1). DF-GAN has an MLP each for the scale and the shift
     and applies them twice before each convolution; here one MLP gives both, once after
-    each block. The same scale and shift apply at every pixel: the
-    place stays the seed map's business, and what the sentence says reaches the
-    convolutions that draw the outline wherever it is (the published stage 1 has the text
-    only in its first Dense).
+    each block. The same scale and shift apply at every pixel: the place stays the seed
+    map's business, and what the sentence says reaches the convolutions that draw the
+    outline wherever it is (the published stage 1 has the text only in its first Dense).
     """
     import keras
     from keras import ops
@@ -337,8 +330,7 @@ def patch_modulated_generator() -> None:
             layers[1].build((None, width))
             self.modulation.append(layers)
 
-    def _initial_features(self, c_code, noise, training=None):
-        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
+    def _initial_features(self, x, training=None):
         h = self._seed_map(x, training=training)
         for block, (hidden, affine) in zip(self.stage1_up, self.modulation, strict=True):
             h = block(h, training=training)

@@ -196,7 +196,9 @@ class Generator(keras.Model):
     def call(self, noise, sentence, words, word_mask=None, training=None, deterministic=False):
         self._check_inputs(noise, sentence, words, word_mask)
         c_code, mu, logvar = self.ca_net(sentence, training=training, deterministic=deterministic)
-        h = self._initial_features(c_code, noise, training=training)
+        # Stage 1 (F_0): c_code first, as the published torch.cat((c_code, z_code), 1).
+        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
+        h = self._initial_features(x, training=training)
         logits = self.image_heads[0](h)
         images = [ops.tanh(logits)]
         attention_maps = []
@@ -227,14 +229,12 @@ class Generator(keras.Model):
             "logvar": logvar,
         }
 
-    def _initial_features(self, c_code, noise, training=None):
-        """Stage 1 (F_0): [batch, 64, 64, gf_dim] features from the condition and the noise.
+    def _initial_features(self, x, training=None):
+        """Stage 1 (F_0): [batch, 64, 64, gf_dim] features from [c_code, z].
 
         A method of its own so that an experiment can replace stage 1 alone
         (`docs/experiments/shape_diagnostics.py`).
         """
-        # c_code first, as the published torch.cat((c_code, z_code), 1).
-        x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
         h = self._seed_map(x, training=training)
         for block in self.stage1_up:
             h = block(h, training=training)
