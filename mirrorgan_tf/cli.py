@@ -47,8 +47,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mirrorgan_tf.demo import run_demo
 
-    level = {} if args.level is None else {"level": args.level}
-    run_demo(out=args.out, scale=args.scale, save_to=args.save_to, seed=args.seed, **level)
+    run_demo(out=args.out, scale=args.scale, save_to=args.save_to, seed=args.seed,
+             level=args.level, schedule=args.schedule)
     return 0
 
 
@@ -387,7 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
         "--level", default=None, choices=["easy", "medium", "full"],
-        help="level of the built-in dataset to train on and score (default: the demo's, easy)",
+        help="level of the built-in dataset to end on and score (default: the schedule's)",
+    )
+    demo.add_argument(
+        "--schedule", default="demo", choices=["demo", "ship"],
+        help="demo: 20 minutes on shapes:easy; ship: the shipped model's longer schedule, "
+             "ending on the full distribution (make shipped-model)",
     )
     demo.add_argument("--save-to", default=None, help="also write the model and its exports here")
     demo.set_defaults(func=_cmd_demo)

@@ -4,9 +4,12 @@ Pretrains STEM (DAMSM) and STREAM, scores the untrained generator, trains Mirror
 learning curve (`train(eval_every=...)`), then writes a sample grid with word-attention maps
 and prints the shapes consistency score (per attribute, read from the pixels by
 `evaluation.shapes_score`) of images generated from held-out test captions, next to the
-untrained generator's score, chance and the targets. Every phase trains on one level of the
-dataset (`DEMO_LEVEL`, `easy`: one large shape on a plain background) and the scores are on
-that level's held-out captions.
+untrained generator's score, chance and the targets. A `Schedule` says what it trains:
+`SCHEDULES["demo"]` (`make demo`) trains every phase on one level of the dataset
+(`DEMO_LEVEL`, `easy`: one large shape on a plain background), `SCHEDULES["ship"]` (`make
+shipped-model`, the model of `saved_models/shapes`) trains longer and ends on the whole
+distribution (`full`), its 64 px phase starting on the easier levels. The scores are on the
+held-out captions of the level the schedule ends on.
 
 MirrorGAN is trained progressively: first its 64 px stage alone (with the 64 px
 discriminator and STREAM on the 64 px image), then all three stages, the lower one grown from
@@ -20,6 +23,7 @@ options of `DEMO_RECIPE` (README, "The demo", has what was measured).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -59,6 +63,49 @@ DEMO_EVAL_CAPTIONS = 256  # scored at the end
 DEMO_CURVE_CAPTIONS = 128  # per learning-curve point
 # What the demo is to reach at 256 px on its level's held-out captions.
 DEMO_TARGETS = {"colour": 0.85, "shape": 0.6, "size": 0.8, "position": 0.85}
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """What `run_demo` trains: the level, the steps of each phase and the targets.
+
+    Args:
+        level: the level of the built-in dataset STEM and STREAM train on, the GAN phases end
+            on, and whose held-out captions are scored (`data.shapes.LEVELS`).
+        steps: steps of each phase at scale 1 (`stem`, `stream`, `gan_64`, `gan`).
+        chunks: checkpoints (and learning-curve points) per phase.
+        targets: what the trained model is to reach at 256 px, per attribute.
+        curriculum: levels the 64 px phase moves through before `level`, as
+            `LEVEL:STEPS,...` at scale 1 (`train(curriculum=...)`); None trains on `level`.
+
+    Example:
+        >>> SCHEDULES["ship"].level, SCHEDULES["ship"].curriculum
+        ('full', 'easy:3000,medium:3000')
+    """
+
+    level: str
+    steps: dict[str, int]
+    chunks: dict[str, int]
+    targets: dict[str, float]
+    curriculum: str | None = None
+
+
+SCHEDULES: dict[str, Schedule] = {
+    # `make demo`: 20 minutes on 2 CPU cores, the easiest level.
+    "demo": Schedule(DEMO_LEVEL, DEMO_STEPS, DEMO_CHUNKS, DEMO_TARGETS),
+    # `make shipped-model`: the model of `saved_models/shapes`, trained for the whole
+    # distribution (`full`) in about 100 minutes on this project's slower 2-core machine. The
+    # demo's recipe and widths; STEM and STREAM train longer on the harder captions, and the
+    # 64 px phase starts on `easy` (where colour and position are learnt in a few thousand
+    # steps, README "The demo") and `medium` before `full` (README, "The shipped model").
+    "ship": Schedule(
+        "full",
+        {"stem": 500, "stream": 3000, "gan_64": 14000, "gan": 400},
+        {"stem": 5, "stream": 6, "gan_64": 14, "gan": 4},
+        {"colour": 0.85, "shape": 0.6, "size": 0.8, "position": 0.8},
+        curriculum="easy:3000,medium:3000",
+    ),
+}
 # What `saved_models/shapes` ships: enough to generate, caption, export and fine-tune from
 # (the discriminators, 6.6 MB of the 11, start fresh when `train --init` finds none).
 SHIPPED_COMPONENTS = ("text_encoder", "generator", "captioner")
@@ -144,6 +191,30 @@ def _combined_curve(phases: list[tuple[str, str, int]]) -> list[dict]:
     return rows
 
 
+def _scaled_curriculum(
+    curriculum: str | None, scale: float, every: int, level: str
+) -> str | None:
+    """A schedule's curriculum at `scale`, its level changes on checkpoints, ending on `level`.
+
+    Args:
+        curriculum: `LEVEL:STEPS,...` at scale 1, or None.
+        scale: multiplies every count; each is rounded to a multiple of `every` (at least one).
+        every: the 64 px phase's checkpoint interval.
+        level: the level trained until the phase's last step.
+
+    Example:
+        >>> _scaled_curriculum("easy:3000,medium:3000", 0.05, 50, "full")
+        'easy:150,medium:150,full'
+    """
+    if not curriculum:
+        return None
+    entries = []
+    for entry in curriculum.split(","):
+        name, _, count = entry.partition(":")
+        entries.append(f"{name}:{max(1, round(int(count) * scale / every)) * every}")
+    return ",".join([*entries, level])
+
+
 def run_demo(
     out: str = "runs/demo",
     scale: float = 1.0,
@@ -151,7 +222,8 @@ def run_demo(
     seed: int = 0,
     num_eval: int = DEMO_EVAL_CAPTIONS,
     curve_captions: int = DEMO_CURVE_CAPTIONS,
-    level: str = DEMO_LEVEL,
+    level: str | None = None,
+    schedule: str = "demo",
     verbose: int | str = "auto",
     **overrides: Any,
 ) -> dict:
@@ -166,16 +238,24 @@ def run_demo(
         seed: makes the demo repeat.
         num_eval: held-out captions scored at the end.
         curve_captions: held-out captions scored at each learning-curve point.
-        level: the level of the built-in dataset every phase trains on (`data.shapes.LEVELS`)
-            and whose held-out captions are scored.
+        level: the level of the built-in dataset STEM and STREAM train on, the GAN phases
+            end on, and whose held-out captions are scored (`data.shapes.LEVELS`; default:
+            the schedule's).
+        schedule: a name from `SCHEDULES`: `demo` (`make demo`) or `ship` (`make
+            shipped-model`, the model of `saved_models/shapes`).
         verbose: Keras progress-bar verbosity.
         **overrides: `shapes` preset overrides (tests use tiny networks).
 
     Example:
     >>> run_demo("runs/demo", scale=0.05)  # doctest: +SKIP
     """
-    steps = {k: max(2, int(round(v * scale))) for k, v in DEMO_STEPS.items()}
-    every = {k: max(1, v // DEMO_CHUNKS[k]) for k, v in steps.items()}
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown demo schedule {schedule!r}; expected one of {list(SCHEDULES)}")
+    plan = SCHEDULES[schedule]
+    level = level or plan.level
+    steps = {k: max(2, int(round(v * scale))) for k, v in plan.steps.items()}
+    every = {k: max(1, v // plan.chunks[k]) for k, v in steps.items()}
+    curriculum = _scaled_curriculum(plan.curriculum, scale, every["gan_64"], level)
     timings = {}
     data = f"shapes:{level}"
     training = overrides.pop("training", {})
@@ -211,11 +291,12 @@ def run_demo(
     before = score_model(untrained, captions, specs)
 
     start = time.perf_counter()
-    print(f"[3/5] MirrorGAN, 64 px stage alone (STEM and STREAM frozen): {steps['gan_64']} steps")
+    print(f"[3/5] MirrorGAN, 64 px stage alone (STEM and STREAM frozen): {steps['gan_64']} steps"
+          + (f", levels {curriculum}" if curriculum else ""))
     gan_64 = run.train(out=os.path.join(out, "mirrorgan_64"), stem=stem, stream=stream,
                        steps=steps["gan_64"], batch_size=DEMO_BATCH["gan_64"],
                        checkpoint_every=every["gan_64"], sample_every=every["gan_64"],
-                       eval_every=every["gan_64"],
+                       eval_every=every["gan_64"], curriculum=curriculum,
                        **{**gan_common, "num_stages": 1})
     timings["gan_64_seconds"] = round(time.perf_counter() - start, 1)
 
@@ -249,16 +330,18 @@ def run_demo(
                             title=f"make demo: {curve_captions} held-out captions "
                                   f"of shapes:{level}")
     report = {
+        "schedule": schedule,
         "level": level,
         "steps": steps,
+        "curriculum": curriculum,
         "timings": timings,
         "held_out_captions": num_eval,
         "untrained": before,
         "trained": after,
         "chance": chance,
         "stream_reading_real_images": stream_reading,
-        "targets": DEMO_TARGETS,
-        "targets_met": {k: after[k] >= v for k, v in DEMO_TARGETS.items()},
+        "targets": plan.targets,
+        "targets_met": {k: after[k] >= v for k, v in plan.targets.items()},
         "grid": grid,
         "learning_curve": {"png": curve_png if curve else None, "rows": curve},
         "samples": [{"caption": c, "stream": s} for c, s in zip(
@@ -273,8 +356,8 @@ def run_demo(
     print(f"  {'attribute':10s} {'untrained':>10s} {'trained':>10s} {'chance':>10s} "
           f"{'target':>10s}")
     for key in (*CURVE_ATTRIBUTES, "overall"):
-        target = f"{DEMO_TARGETS[key]:.2f} " + ("met" if after[key] >= DEMO_TARGETS[key]
-                                                  else "missed") if key in DEMO_TARGETS else ""
+        target = f"{plan.targets[key]:.2f} " + ("met" if after[key] >= plan.targets[key]
+                                                  else "missed") if key in plan.targets else ""
         print(f"  {key:10s} {before[key]:10.3f} {after[key]:10.3f} {chance[key]:10.3f} "
               f"{target:>10s}")
     print("  (chance: real test images scored against another scene's caption)")

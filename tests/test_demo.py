@@ -5,6 +5,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
@@ -96,6 +97,40 @@ def test_the_shipped_model_draws_held_out_captions_well_above_chance():
     assert np.abs(lite - want).max() <= 1e-4
 
 
+def test_every_schedule_is_a_valid_run_whose_level_changes_fall_on_checkpoints():
+    from mirrorgan_tf.data.pipeline import curriculum_schedule
+    from mirrorgan_tf.data.shapes import LEVELS
+    from mirrorgan_tf.demo import SCHEDULES, _scaled_curriculum
+
+    assert SCHEDULES["demo"].level == "easy" and SCHEDULES["demo"].curriculum is None
+    assert SCHEDULES["ship"].level == "full"
+    for plan in SCHEDULES.values():
+        assert plan.level in LEVELS and set(plan.steps) == set(plan.chunks)
+        assert set(plan.targets) == {"colour", "shape", "size", "position"}
+        for scale in (1.0, 0.05):
+            steps = max(2, int(round(plan.steps["gan_64"] * scale)))
+            every = max(1, steps // plan.chunks["gan_64"])
+            curriculum = _scaled_curriculum(plan.curriculum, scale, every, plan.level)
+            if curriculum is None:
+                continue
+            # Raises unless each change is on a multiple of `every` and the last level trains.
+            segments = curriculum_schedule(curriculum, steps, every)
+            assert segments[-1] == (steps, f"shapes:{plan.level}")
+            assert all(end % every == 0 for end, _ in segments)
+    ship = _scaled_curriculum(SCHEDULES["ship"].curriculum, 1.0, 1000, "full")
+    assert ship == "easy:3000,medium:3000,full"
+    assert _scaled_curriculum(None, 1.0, 1000, "full") is None
+    # A scale too small for a level still trains it for one checkpoint interval.
+    assert _scaled_curriculum("easy:3000", 1e-4, 7, "full") == "easy:7,full"
+
+
+def test_run_demo_refuses_an_unknown_schedule(tmp_path):
+    from mirrorgan_tf.demo import run_demo
+
+    with pytest.raises(ValueError, match="unknown demo schedule 'long'"):
+        run_demo(str(tmp_path / "demo"), schedule="long")
+
+
 def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_curve(tmp_path):
     from mirrorgan_tf.demo import DEMO_BATCH, DEMO_TARGETS, run_demo
 
@@ -103,6 +138,7 @@ def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_cu
     report = run_demo(out, scale=1e-4, num_eval=8, curve_captions=8, verbose=0, **TINY)
     steps = report["steps"]
     assert report["level"] == "easy" and steps["gan_64"] == steps["gan"] == 2
+    assert report["schedule"] == "demo" and report["curriculum"] is None
     for key in ("untrained", "trained", "chance", "stream_reading_real_images"):
         assert set(DEMO_TARGETS) <= set(report[key])
     assert report["targets_met"] == {k: report["trained"][k] >= v
