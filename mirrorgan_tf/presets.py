@@ -244,6 +244,36 @@ def get_config(preset: str, **overrides: Any) -> dict[str, Any]:
     return config
 
 
+def describe(config: Mapping[str, Any]) -> str:
+    """The description of a configuration: its preset's, plus the network keys it changes.
+
+    Training keys and the vocabulary size are left out; a changed width is not (a model
+    trained with `gf_dim` 16 is described as such, not as the preset's 8).
+
+    Args:
+        config: a full configuration (`get_config`), with its `preset` key.
+
+    Returns:
+        The text for a preset folder's `metadata.json`; empty for an unknown preset.
+
+    Example:
+    >>> describe(get_config("shapes", gf_dim=16)).endswith("Changed from the preset: gf_dim 16.")
+    True
+    """
+    preset = config.get("preset")
+    if preset not in PRESETS:
+        return ""
+    base = _merge(_BASE_CONFIG, PRESETS[preset]["config"])
+    changed = sorted(
+        key for key, value in config.items()
+        if key in base and key not in ("training", "vocab_size") and base[key] != value
+    )
+    text = PRESETS[preset]["description"]
+    if changed:
+        text += " Changed from the preset: " + ", ".join(f"{k} {config[k]}" for k in changed) + "."
+    return text
+
+
 def image_sizes(config: Mapping[str, Any]) -> list[int]:
     """The output size of each generator stage: 64, 128, 256 for three stages.
 
@@ -516,7 +546,7 @@ def save_to_preset(
             shutil.copyfile(vocabulary_path, os.path.join(tmp, VOCABULARY_FILE))
         meta = {
             "preset": config.get("preset"),
-            "description": PRESETS.get(config.get("preset"), {}).get("description", ""),
+            "description": describe(config),
             "keras_version": keras.__version__,
             "parameter_counts": {n: stored_parameter_count(m) for n, m in components.items()},
         }

@@ -109,6 +109,11 @@ def test_save_to_preset_and_from_preset_round_trip(tmp_path):
     assert sorted(k for k in loaded if k in presets.COMPONENTS) == ["generator", "text_encoder"]
     assert loaded["config"] == json.loads(json.dumps(config))
     assert loaded["metadata"]["step"] == 7
+    # The description names the widths this model was built with, not only the preset's.
+    assert loaded["metadata"]["description"] == (
+        presets.PRESETS["shapes"]["description"] + " Changed from the preset: condition_dim 8, "
+        "embedding_dim 16, gf_dim 4, nef 16, num_stages 1, z_dim 8."
+    )
     counts = loaded["metadata"]["parameter_counts"]
     assert counts["generator"] == presets.count_params(generator)
     assert counts["text_encoder"] == trainable_text_weights > 0
