@@ -167,14 +167,16 @@ def save_learning_curve(
                 label=attribute)
         if chance is not None and attribute in chance:
             ax.axhline(float(chance[attribute]), color=colour, ls=":", lw=1)
-    previous = None
+    previous, changes = None, 0
     for r, x in zip(rows, seen, strict=True):
         level = r.get("train_level")
         if level and level != previous:
             if previous is not None:
                 ax.axvline(x, color="grey", lw=0.8)
-            ax.text(x, 1.02, f" {level}", fontsize=8, color="grey", va="bottom")
-            previous = level
+            # Alternate heights, so the labels of short levels do not overlap.
+            ax.text(x, 1.02 - 0.05 * (changes % 2), f" {level}", fontsize=8, color="grey",
+                    va="bottom")
+            previous, changes = level, changes + 1
     ax.set_ylim(0, 1.08)
     ax.set_xlabel("training images seen")
     ax.set_ylabel("shapes consistency (held-out captions)")
