@@ -94,20 +94,22 @@ SCHEDULES: dict[str, Schedule] = {
     # `make demo`: 20 minutes on 2 CPU cores, the easiest level.
     "demo": Schedule(DEMO_LEVEL, DEMO_STEPS, DEMO_CHUNKS, DEMO_TARGETS),
     # `make shipped-model`: the model of `saved_models/shapes`, trained for the whole
-    # distribution (`full`) in about 100 minutes on this project's slower 2-core machine. The
-    # demo's recipe and widths; STEM and STREAM train longer on the harder captions, and the
-    # 64 px phase starts on `easy` (where colour and position are learnt in a few thousand
-    # steps, README "The demo") and `medium` before `full` (README, "The shipped model").
+    # distribution (`full`) in about 67 minutes on 2 AVX512-BF16 cores (about 2-2.5 hours
+    # on AVX2 alone). The demo's recipe and widths; STEM and STREAM train longer on the
+    # harder captions, and the 64 px phase starts on `easy` (where colour and position are
+    # learnt in a few thousand steps, README "The demo") and `medium` before `full`. Its
+    # last 10,000 steps added colour +0.04 and position +0.05 (README, "The shipped model").
     "ship": Schedule(
         "full",
-        {"stem": 500, "stream": 3000, "gan_64": 14000, "gan": 400},
-        {"stem": 5, "stream": 6, "gan_64": 14, "gan": 4},
+        {"stem": 500, "stream": 3000, "gan_64": 24000, "gan": 400},
+        {"stem": 5, "stream": 6, "gan_64": 24, "gan": 4},
         {"colour": 0.85, "shape": 0.6, "size": 0.8, "position": 0.8},
         curriculum="easy:3000,medium:3000",
     ),
 }
 # What `saved_models/shapes` ships: enough to generate, caption, export and fine-tune from
-# (the discriminators, 6.6 MB of the 11, start fresh when `train --init` finds none).
+# (the discriminators, 24.7 MB of the 33 at the demo's widths, start fresh when `train
+# --init` finds none).
 SHIPPED_COMPONENTS = ("text_encoder", "generator", "captioner")
 GRID_CAPTIONS = [
     "a small blue square at the bottom right",
@@ -327,7 +329,7 @@ def run_demo(
     curve_png = os.path.join(out, "learning_curve.png")
     if curve:
         save_learning_curve(curve, curve_png, chance=chance,
-                            title=f"make demo: {curve_captions} held-out captions "
+                            title=f"demo --schedule {schedule}: {curve_captions} held-out captions "
                                   f"of shapes:{level}")
     report = {
         "schedule": schedule,

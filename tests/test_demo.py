@@ -18,9 +18,14 @@ from tests.training.conftest import TINY
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "saved_models", "shapes")
-# What the shipped model draws above chance (README, "The demo"): colour and position.
-# Shape and size are at chance.
-SHIPPED_ABOVE_CHANCE = ("colour", "position")
+# What the shipped model draws above chance on held-out captions of the full distribution
+# (README, "The shipped model"): colour, size and position. Shape is at chance.
+SHIPPED_ABOVE_CHANCE = ("colour", "size", "position")
+# At least what it was measured to reach there (0.676 / 0.732 / 0.521 on these 512 captions),
+# less a margin for other CPUs' rounding: a model of the previous release (0.323 / 0.549 /
+# 0.311) fails. None of the issue's targets (colour 0.85, shape 0.6, size 0.8, position 0.8)
+# is met yet, so none is asserted.
+SHIPPED_AT_LEAST = {"colour": 0.64, "size": 0.69, "position": 0.48}
 SCORED_CAPTIONS = 512
 
 
@@ -62,11 +67,11 @@ def test_chance_score_is_near_one_over_the_number_of_values():
 
 
 def test_the_shipped_model_draws_held_out_captions_well_above_chance():
-    """`saved_models/shapes` (the demo's model) against chance on 512 held-out captions.
+    """`saved_models/shapes` against chance and its measured scores on 512 held-out captions.
 
     Chance is real test images read against another scene's caption. "Well above" is more
     than four binomial standard errors of chance over the scored shapes, so a model that
-    ignored the caption (or drew nothing) fails.
+    ignored the caption (or drew nothing) fails; `SHIPPED_AT_LEAST` fails a weaker model.
     """
     model = TextToImage.from_preset(SHIPPED)
     captions, specs = held_out_captions(SCORED_CAPTIONS)
@@ -77,6 +82,8 @@ def test_the_shipped_model_draws_held_out_captions_well_above_chance():
         p = chance[attribute]
         margin = 4 * math.sqrt(p * (1 - p) / got["num_shapes"])
         assert got[attribute] > p + margin, (attribute, got[attribute], p, margin)
+    for attribute, floor in SHIPPED_AT_LEAST.items():
+        assert got[attribute] >= floor, (attribute, got[attribute], floor)
     # The exports it ships are this model: the TF Serving SavedModel draws the same pixels
     # (seeds as in `generate`), the float32 TFLite model the same image within 1e-4.
     served = tf.saved_model.load(os.path.join(SHIPPED, "serving", "shapes", "1"))
