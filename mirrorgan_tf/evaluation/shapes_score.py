@@ -423,13 +423,43 @@ def score_model(model, captions: Sequence[str], specs: Sequence[SceneSpec],
     return {k: round(float(v), 3) for k, v in result.items()}
 
 
+def _best_pairing(read: Sequence, requested: Sequence) -> dict[str, int]:
+    """Agreeing attributes, counted per attribute, of the best pairing of read to requested shapes.
+
+    Every injective pairing of `requested` shapes to `read` ones (a requested shape may stay
+    unpaired) is tried; the one with the most agreeing attributes wins, the first in a fixed
+    order on ties.
+
+    Example:
+        >>> from mirrorgan_tf.data.shapes import ShapeSpec
+        >>> a = ShapeSpec("circle", "red", "large", "top left")
+        >>> b = ShapeSpec("star", "blue", "small", "centre")
+        >>> _best_pairing([b, a], [a, b])["colour"]
+        2
+    """
+    slots = list(range(len(read))) + [None] * len(requested)
+    best: dict[str, int] | None = None
+    for pairing in sorted(set(itertools.permutations(slots, len(requested))),
+                          key=lambda p: [len(read) if k is None else k for k in p]):
+        counts = {a: sum(k is not None and getattr(read[k], a) == getattr(want, a)
+                         for want, k in zip(requested, pairing, strict=True))
+                  for a in ATTRIBUTES}
+        if best is None or sum(counts.values()) > sum(best.values()):
+            best = counts
+    return best
+
+
 def score_captioner(model, count: int, seed: int = 0, level: str = DEFAULT_LEVEL,
                     image_size: int = 64, batch: int = 64) -> dict[str, float]:
     """How well a captioner (STREAM) reads real held-out images: its caption loss's teacher.
 
     Each of the first `count` test scenes is drawn (real, crisp shapes), captioned by
     `model.caption`, and the caption parsed back (`parse_caption`): an attribute of a requested
-    shape counts as read when the caption's shape at the same place in the scene has it.
+    shape counts as read when the caption's shape paired with it has it. Captions of two-shape
+    scenes name the shapes in either order (`data.shapes.captions`), so the caption's shapes
+    are paired with the scene's as in `read_scene`: the pairing with the most agreeing
+    attributes (pairing them in caption order halved the colour read on `full`'s two-shape
+    scenes, 0.468 against 0.895, for the shipped STREAM).
 
     Args:
         model: anything with `caption(uint8 images) -> list[str]` (a `TextToImage` with STREAM).
@@ -458,11 +488,11 @@ def score_captioner(model, count: int, seed: int = 0, level: str = DEFAULT_LEVEL
     for text, spec in zip(read, specs, strict=True):
         got = parse_caption(text)
         unreadable += got is None
-        for k, want in enumerate(spec.shapes):
-            shapes += 1
-            if got is not None and k < len(got.shapes):
-                for a in ATTRIBUTES:
-                    hits[a] += getattr(got.shapes[k], a) == getattr(want, a)
+        shapes += len(spec.shapes)
+        if got is None:
+            continue
+        for a, agree in _best_pairing(got.shapes, spec.shapes).items():
+            hits[a] += agree
     result = {a: round(hits[a] / shapes, 3) for a in ATTRIBUTES}
     result["unreadable"] = round(unreadable / count, 3)
     return result

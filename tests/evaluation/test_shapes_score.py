@@ -137,6 +137,11 @@ class _ListCaptioner:
         return out
 
 
+def _caption_of(shapes) -> str:
+    """A caption naming `shapes` in this order, as `parse_caption` reads it."""
+    return " and ".join(f"a {s.size} {s.colour} {s.shape} at the {s.position}" for s in shapes)
+
+
 def test_score_captioner_reads_what_the_captions_say():
     from mirrorgan_tf.evaluation.shapes_score import held_out_captions, score_captioner
 
@@ -146,6 +151,16 @@ def test_score_captioner_reads_what_the_captions_say():
                        "unreadable": 0.0}
     shifted = score_captioner(_ListCaptioner(captions[1:] + captions[:1]), 40, level="medium")
     assert shifted["colour"] < 0.5 and shifted["position"] < 0.5
+    # Two-shape scenes: a caption naming the shapes in the other order reads as well.
+    _, specs = held_out_captions(40, level="full")
+    two = sum(len(s.shapes) == 2 for s in specs)
+    assert two >= 10
+    swapped = [_caption_of(s.shapes[::-1]) for s in specs]
+    assert score_captioner(_ListCaptioner(swapped), 40, level="full") == perfect
+    # Only the second shape named: one of each two-shape scene's shapes read.
+    first_only = [_caption_of(s.shapes[1:2] or s.shapes) for s in specs]
+    half = score_captioner(_ListCaptioner(first_only), 40, level="full")
+    assert half["colour"] == half["position"] == round(40 / (40 + two), 3)
     nonsense = score_captioner(_ListCaptioner(["zzz"] * 40), 40, level="medium")
     assert nonsense == {"colour": 0.0, "shape": 0.0, "size": 0.0, "position": 0.0,
                         "unreadable": 1.0}
