@@ -65,6 +65,7 @@ def _training_kwargs(args: argparse.Namespace) -> dict:
         "mixed_precision": args.mixed_precision,
         "jit_compile": args.jit_compile,
         "strategy": args.strategy,
+        "curriculum": args.curriculum,
     }
     overrides = parse_set_values(args.set_values)
     clashes = sorted(set(overrides) & set(kwargs))
@@ -96,7 +97,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stream=args.stream,
         init=args.init,
         sample_every=args.sample_every,
-        curriculum=args.curriculum,
         eval_every=args.eval_every,
         eval_captions=args.eval_captions,
         **_training_kwargs(args),
@@ -350,6 +350,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser, default_out: str) -
     parser.add_argument("--seed", type=int, default=0, help="makes the run repeat")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps")
     parser.add_argument(
+        "--curriculum", default=None, metavar="LEVEL:STEPS,...,LEVEL",
+        help="shapes data: move through levels, e.g. easy:2000,medium:2000,full (the last "
+        "level trains until --steps; level changes must be multiples of --checkpoint-every)",
+    )
+    parser.add_argument(
         "--mixed-precision", choices=["bfloat16", "float16"], default=None,
         help="mixed precision policy (loss scaling for float16)",
     )
@@ -415,11 +420,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stream", required=True, help="pretrain-stream run folder")
     train.add_argument("--init", default=None, help="preset folder to fine-tune from")
     train.add_argument("--sample-every", type=int, default=200, help="steps between grids")
-    train.add_argument(
-        "--curriculum", default=None, metavar="LEVEL:STEPS,...,LEVEL",
-        help="shapes data: move through levels, e.g. easy:2000,medium:2000,full (the last "
-        "level trains until --steps; level changes must be multiples of --checkpoint-every)",
-    )
     train.add_argument(
         "--eval-every", type=int, default=None, metavar="N",
         help="shapes data: every N steps score the moving-average generator on held-out "

@@ -320,6 +320,13 @@ def _load_vocabulary(data: str, run: _Run) -> Vocabulary:
     return vocabulary
 
 
+def _batch_maker(
+    data: str, config: dict, tokenizer: Tokenizer, batch_size: int, seed: int
+) -> Callable[[], tf.data.Dataset]:
+    """`_batches` of `data`, made when called (a curriculum segment's dataset)."""
+    return lambda: _batches(data, config, tokenizer, batch_size, seed)
+
+
 def _batches(
     data: str,
     config: dict,
@@ -380,6 +387,7 @@ def pretrain_stem(
     backbone_weights: str | None = "imagenet",
     strategy: str | None = None,
     verbose: int | str = "auto",
+    curriculum: str | None = None,
     **overrides: Any,
 ) -> str:
     """Pretrains STEM (the text encoder) and the DAMSM image encoder with the DAMSM loss.
@@ -399,6 +407,7 @@ def pretrain_stem(
             Keras (network at run time); ignored by the `small` backbone of `shapes`.
         strategy: None, `mirrored` or `multi_worker` (`TF_CONFIG`).
         verbose: Keras progress-bar verbosity.
+        curriculum: built-in data only: levels to move through, as in `train`.
         **overrides: preset configuration overrides.
 
     Returns:
@@ -407,7 +416,8 @@ def pretrain_stem(
     Example:
     >>> pretrain_stem("shapes", "shapes", "runs/stem", steps=300)  # doctest: +SKIP
     """
-    arguments = {"batch_size": batch_size, "seed": seed}
+    arguments = {"batch_size": batch_size, "seed": seed, "curriculum": curriculum}
+    _check_curriculum(data, curriculum)
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
         preset, data, out, "pretrain-stem", arguments, mixed_precision, seed, strategy, **overrides
@@ -415,6 +425,7 @@ def pretrain_stem(
     training = config["training"]
     batch_size = batch_size or training["damsm_batch_size"]
     total = _steps(steps, epochs, data, batch_size)
+    schedule = _data_schedule(data, curriculum, total, checkpoint_every)
     weights = backbone_weights if config["image_encoder_backbone"] != "small" else None
     with strategy.scope():
         text_encoder = presets.build_component("text_encoder", config)
@@ -447,7 +458,8 @@ def pretrain_stem(
     run.fit(
         trainer,
         lambda: {"optimizer": trainer.optimizer},
-        [(total, lambda: _batches(data, config, tokenizer, batch_size, seed))],
+        [(end, _batch_maker(source, config, tokenizer, batch_size, seed))
+         for end, source in schedule],
         checkpoint_every,
         save_model,
         verbose=verbose,
@@ -469,6 +481,7 @@ def pretrain_stream(
     strategy: str | None = None,
     verbose: int | str = "auto",
     trunk_from: str | None = None,
+    curriculum: str | None = None,
     **overrides: Any,
 ) -> str:
     """Pretrains STREAM (the captioner) with teacher-forced caption cross-entropy.
@@ -491,6 +504,9 @@ def pretrain_stream(
             from an ImageNet ResNet-152; `shapes` has no ImageNet, and a trunk trained from
             scratch left STREAM ignoring the image for its first ~1,000 steps (caption loss on
             real, shuffled and blank images within 0.01 after 300 steps).
+        curriculum: built-in data only: levels to move through, as in `train` (a STREAM of
+            3,000 steps on `shapes:full` reads the shape of real held-out images 0.27 on
+            every level, one on `shapes:easy` 0.96 on `easy`; README, "The shipped model").
         **overrides: preset configuration overrides.
 
     Returns:
@@ -499,7 +515,8 @@ def pretrain_stream(
     Example:
     >>> pretrain_stream("shapes", "shapes", "runs/stream", steps=300)  # doctest: +SKIP
     """
-    arguments = {"batch_size": batch_size, "seed": seed}
+    arguments = {"batch_size": batch_size, "seed": seed, "curriculum": curriculum}
+    _check_curriculum(data, curriculum)
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
         preset, data, out, "pretrain-stream", arguments, mixed_precision, seed, strategy,
@@ -508,6 +525,7 @@ def pretrain_stream(
     training = config["training"]
     batch_size = batch_size or training["stream_batch_size"]
     total = _steps(steps, epochs, data, batch_size)
+    schedule = _data_schedule(data, curriculum, total, checkpoint_every)
     with strategy.scope():
         captioner = presets.build_component("captioner", config)
         if trunk_from is not None:
@@ -526,12 +544,30 @@ def pretrain_stream(
     run.fit(
         trainer,
         lambda: {"optimizer": trainer.optimizer},
-        [(total, lambda: _batches(data, config, tokenizer, batch_size, seed))],
+        [(end, _batch_maker(source, config, tokenizer, batch_size, seed))
+         for end, source in schedule],
         checkpoint_every,
         save_model,
         verbose=verbose,
     )
     return out
+
+
+def _check_curriculum(data: str, curriculum: str | None) -> None:
+    """Refuses a curriculum on data that has no levels, before a run folder is written."""
+    if curriculum and pipeline.data_kind(data) != "shapes":
+        raise ValueError(
+            f"`curriculum` needs the built-in data (--data shapes[:LEVEL]); got {data!r}."
+        )
+
+
+def _data_schedule(
+    data: str, curriculum: str | None, total: int, checkpoint_every: int
+) -> list[tuple[int, str]]:
+    """A run's `[(end_step, data)]`: its curriculum's levels in turn, or `data` throughout."""
+    if not curriculum:
+        return [(total, data)]
+    return pipeline.curriculum_schedule(curriculum, total, _chunk(checkpoint_every, total))
 
 
 def _start_trunk_from(captioner: keras.Model, source: str, config: dict) -> None:
@@ -651,11 +687,7 @@ def train(
     training = config["training"]
     batch_size = batch_size or training["batch_size"]
     total = _steps(steps, epochs, data, batch_size)
-    schedule = (
-        pipeline.curriculum_schedule(curriculum, total, _chunk(checkpoint_every, total))
-        if curriculum
-        else [(total, data)]
-    )
+    schedule = _data_schedule(data, curriculum, total, checkpoint_every)
     sizes = presets.image_sizes(config)
     with strategy.scope():
         text_encoder = _load_component("text_encoder", stem, config)
@@ -730,13 +762,11 @@ def train(
                             steps_per_epoch=_chunk(checkpoint_every, total))
         )
 
-    def batches(source: str) -> Callable[[], tf.data.Dataset]:
-        return lambda: _batches(source, config, tokenizer, batch_size, seed)
-
     run.fit(
         trainer,
         lambda: {"g_optimizer": trainer.g_optimizer, "d_optimizer": trainer.d_optimizer},
-        [(end, batches(source)) for end, source in schedule],
+        [(end, _batch_maker(source, config, tokenizer, batch_size, seed))
+         for end, source in schedule],
         checkpoint_every,
         save_model,
         extra_callbacks=callbacks,

@@ -229,6 +229,34 @@ def test_curriculum_and_eval_need_the_built_in_data(pretrained, tmp_path):
     with pytest.raises(ValueError, match="built-in data"):
         run.train("shapes", str(tmp_path / "birds"), str(tmp_path / "gan"), stem=stem,
                   stream=stream, steps=2, eval_every=1, verbose=0, **TINY)
+    for pretrain in (run.pretrain_stem, run.pretrain_stream):
+        with pytest.raises(ValueError, match="`curriculum` needs the built-in data"):
+            pretrain("shapes", str(tmp_path / "birds"), str(tmp_path / "pre"), steps=2,
+                     curriculum="easy:1,full", verbose=0, **TINY)
+    assert not (tmp_path / "pre").exists()  # refused before a run folder was written
+
+
+@pytest.mark.parametrize("kind", ["stem", "stream"])
+def test_pretraining_moves_through_curriculum_levels(kind, tmp_path, monkeypatch):
+    opened = []
+    batches = run._batches
+
+    def recording(data, *args, **kwargs):
+        opened.append(data)
+        return batches(data, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_batches", recording)
+    pretrain = {"stem": run.pretrain_stem, "stream": run.pretrain_stream}[kind]
+    out = str(tmp_path / kind)
+    kwargs = dict(steps=4, batch_size=4, checkpoint_every=2, curriculum="easy:2,full",
+                  verbose=0, **TINY)
+    pretrain("shapes", "shapes", out, **kwargs)
+    assert opened == ["shapes:easy", "shapes:full"]
+    with open(os.path.join(out, "run.json")) as f:
+        assert json.load(f)["curriculum"] == "easy:2,full"
+    # Another curriculum is another run.
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        pretrain("shapes", "shapes", out, **{**kwargs, "curriculum": "medium:2,full"})
 
 
 def test_learning_curve_callback_keeps_one_row_per_step(tmp_path):
