@@ -247,8 +247,8 @@ def get_config(preset: str, **overrides: Any) -> dict[str, Any]:
 def describe(config: Mapping[str, Any]) -> str:
     """The description of a configuration: its preset's, plus the network keys it changes.
 
-    Training keys and the vocabulary size are left out; a changed width is not (a model
-    trained with `gf_dim` 16 is described as such, not as the preset's 8).
+    Changed training keys and vocabulary sizes are not listed; changed network keys are (a
+    model built with `gf_dim` 16 is described as such, not as the preset's 8).
 
     Args:
         config: a full configuration (`get_config`), with its `preset` key.
