@@ -179,20 +179,26 @@ def test_stream_trunk_starts_from_the_stem_runs_image_encoder(pretrained):
         run._start_trunk_from(captioner, stem, {**config, "captioner_backbone": "resnet152"})
 
 
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """The data each `run._batches` call opens, in order (the run trains as usual)."""
+    names = []
+    batches = run._batches
+
+    def recording(data, *args, **kwargs):
+        names.append(data)
+        return batches(data, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_batches", recording)
+    return names
+
+
 def test_curriculum_moves_through_levels_and_resumes_in_the_level_of_its_checkpoint(
-    pretrained, monkeypatch
+    pretrained, opened
 ):
     import csv
 
     root, stem, stream = pretrained
-    opened = []
-    batches = run._batches
-
-    def recording(data, *args, **kwargs):
-        opened.append(data)
-        return batches(data, *args, **kwargs)
-
-    monkeypatch.setattr(run, "_batches", recording)
     out = str(root / "curriculum")
     kwargs = dict(stem=stem, stream=stream, steps=4, batch_size=4, checkpoint_every=2,
                   sample_every=4, curriculum="easy:2,medium", eval_every=2, eval_captions=4,
@@ -237,15 +243,7 @@ def test_curriculum_and_eval_need_the_built_in_data(pretrained, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["stem", "stream"])
-def test_pretraining_moves_through_curriculum_levels(kind, tmp_path, monkeypatch):
-    opened = []
-    batches = run._batches
-
-    def recording(data, *args, **kwargs):
-        opened.append(data)
-        return batches(data, *args, **kwargs)
-
-    monkeypatch.setattr(run, "_batches", recording)
+def test_pretraining_moves_through_curriculum_levels(kind, tmp_path, opened):
     pretrain = {"stem": run.pretrain_stem, "stream": run.pretrain_stream}[kind]
     out = str(tmp_path / kind)
     kwargs = dict(steps=4, batch_size=4, checkpoint_every=2, curriculum="easy:2,full",
