@@ -94,7 +94,7 @@ SCHEDULES: dict[str, Schedule] = {
     # `make demo`: 20 minutes on 2 CPU cores, the easiest level.
     "demo": Schedule(DEMO_LEVEL, DEMO_STEPS, DEMO_CHUNKS, DEMO_TARGETS),
     # `make shipped-model`: the model of `saved_models/shapes`, trained for the whole
-    # distribution (`full`) in about 67 minutes on 2 AVX512-BF16 cores (about 2-2.5 hours
+    # distribution (`full`) in about 70 minutes on 2 AVX512-BF16 cores (about 2-2.5 hours
     # on AVX2 alone). The demo's recipe and widths; STEM and STREAM train longer on the
     # harder captions, and the 64 px phase starts on `easy` (where colour and position are
     # learnt in a few thousand steps, README "The demo") and `medium` before `full`. Its
