@@ -253,6 +253,21 @@ def read_objects(image) -> list[ObjectReading]:
     return readings
 
 
+def _pairings(found: int, requested: int) -> list[tuple[int | None, ...]]:
+    """Every injective pairing of `requested` shapes to `found` ones, in a fixed order.
+
+    Each pairing gives, per requested shape, the index of its found shape or None (none left);
+    the fixed order makes ties break the same way in every run.
+
+    Example:
+        >>> _pairings(1, 2)
+        [(0, None), (None, 0), (None, None)]
+    """
+    slots = list(range(found)) + [None] * requested
+    return sorted(set(itertools.permutations(slots, requested)),
+                  key=lambda p: [found if k is None else k for k in p])
+
+
 def read_scene(image, spec: SceneSpec) -> dict:
     """Checks each shape a scene asks for against the objects found in an image.
 
@@ -278,11 +293,7 @@ def read_scene(image, spec: SceneSpec) -> dict:
     # with blobs of every colour must not earn credit by offering more candidates.
     objects = found_objects[: len(requested)]
     best, best_key = None, None
-    # All injective pairings of requested shapes to objects (None = no object left).
-    slots = list(range(len(objects))) + [None] * len(requested)
-    pairings = set(itertools.permutations(slots, len(requested)))
-    # A fixed order, so that ties break the same way in every run.
-    for pairing in sorted(pairings, key=lambda p: [len(objects) if k is None else k for k in p]):
+    for pairing in _pairings(len(objects), len(requested)):
         agreements = []
         area = 0
         for want, k in zip(requested, pairing, strict=True):
@@ -437,10 +448,8 @@ def _best_pairing(read: Sequence, requested: Sequence) -> dict[str, int]:
         >>> _best_pairing([b, a], [a, b])["colour"]
         2
     """
-    slots = list(range(len(read))) + [None] * len(requested)
     best: dict[str, int] | None = None
-    for pairing in sorted(set(itertools.permutations(slots, len(requested))),
-                          key=lambda p: [len(read) if k is None else k for k in p]):
+    for pairing in _pairings(len(read), len(requested)):
         counts = {a: sum(k is not None and getattr(read[k], a) == getattr(want, a)
                          for want, k in zip(requested, pairing, strict=True))
                   for a in ATTRIBUTES}
