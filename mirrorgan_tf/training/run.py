@@ -417,7 +417,7 @@ def pretrain_stem(
     >>> pretrain_stem("shapes", "shapes", "runs/stem", steps=300)  # doctest: +SKIP
     """
     arguments = {"batch_size": batch_size, "seed": seed, "curriculum": curriculum}
-    _check_curriculum(data, curriculum)
+    _check_builtin_options(data, curriculum=curriculum)
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
         preset, data, out, "pretrain-stem", arguments, mixed_precision, seed, strategy, **overrides
@@ -516,7 +516,7 @@ def pretrain_stream(
     >>> pretrain_stream("shapes", "shapes", "runs/stream", steps=300)  # doctest: +SKIP
     """
     arguments = {"batch_size": batch_size, "seed": seed, "curriculum": curriculum}
-    _check_curriculum(data, curriculum)
+    _check_builtin_options(data, curriculum=curriculum)
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
         preset, data, out, "pretrain-stream", arguments, mixed_precision, seed, strategy,
@@ -553,11 +553,15 @@ def pretrain_stream(
     return out
 
 
-def _check_curriculum(data: str, curriculum: str | None) -> None:
-    """Refuses a curriculum on data that has no levels, before a run folder is written."""
-    if curriculum and pipeline.data_kind(data) != "shapes":
+def _check_builtin_options(data: str, **options: Any) -> None:
+    """Refuses options of the built-in data (`curriculum`, `eval_every`) given for other
+    data, before a run folder is written."""
+    given = [f"`{name}`" for name, value in options.items() if value]
+    if given and pipeline.data_kind(data) != "shapes":
+        verb = "needs" if len(given) == 1 else "need"
         raise ValueError(
-            f"`curriculum` needs the built-in data (--data shapes[:LEVEL]); got {data!r}."
+            f"{' and '.join(given)} {verb} the built-in data (--data shapes[:LEVEL]); "
+            f"got {data!r}."
         )
 
 
@@ -675,11 +679,7 @@ def train(
         )
     arguments = {"batch_size": batch_size, "seed": seed, "stem": stem, "stream": stream,
                  "init": init, "curriculum": curriculum}
-    if (curriculum or eval_every) and pipeline.data_kind(data) != "shapes":
-        raise ValueError(
-            "`curriculum` and `eval_every` need the built-in data (--data shapes[:LEVEL]); "
-            f"got {data!r}."
-        )
+    _check_builtin_options(data, curriculum=curriculum, eval_every=eval_every)
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
         preset, data, out, "train", arguments, mixed_precision, seed, strategy, **overrides
