@@ -28,7 +28,8 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
   `patchcond`'s discriminator.
 - `coord`: after stage 1's up-blocks to 16, 32 and 64 px, a residual per-pixel MLP of the
   features, the pixel's coordinates and the text (CoordConv-style, `patch_coord_generator`).
-- `twocells`: the level's scenes restricted to the centre and the top-left cells.
+- `twocells`: the level's scenes restricted to the centre and the top-left cells;
+  `twocellsmod` with `modulated`'s generator as well.
 - `grow128`: the `baseline` run in the same `--out` grown to two stages (128 px; batch 8, a
   curve point every 250 steps), as the demo grows its 64 px run.
 
@@ -67,6 +68,7 @@ AVX512-BF16):
     python docs/experiments/shape_diagnostics.py places --out runs/diag --name modulated
     python docs/experiments/shape_diagnostics.py coord --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py twocells --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py twocellsmod --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py grow128 --out runs/diag --steps 2000
     python docs/experiments/shape_diagnostics.py supervised --steps 4500 --decoder coordmlp \
@@ -439,13 +441,14 @@ PATCHES = {
     "stampsoftmax": lambda: patch_stamp_generator(where="softmax"),
     "modulated": patch_modulated_generator,
     "coord": patch_coord_generator,
+    "twocellsmod": lambda: (patch_two_cells(), patch_modulated_generator()),
     "modcond": lambda: (patch_modulated_generator(),
                         patch_patch_discriminator(conditional=True)),
 }
 
 
 # The experiments whose generator differs from the published one (loading needs the patch).
-GENERATOR_PATCHES = ("stamp", "stampsoftmax", "modulated", "modcond", "coord")
+GENERATOR_PATCHES = ("stamp", "stampsoftmax", "modulated", "modcond", "coord", "twocellsmod")
 
 
 def first_training_captions(count: int) -> tuple[list[str], list]:
