@@ -32,6 +32,14 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
   `twocellsmod` with `modulated`'s generator as well.
 - `grow128`: the `baseline` run in the same `--out` grown to two stages (128 px; batch 8, a
   curve point every 250 steps), as the demo grows its 64 px run.
+- `layered`: stage 1's image is a mask times one flat colour (from c_code alone) plus a
+  background (`patch_layered_generator`).
+- `stampconv`, `stampsoftconv`: `stamp` with its "where" map a sigmoid, or a softmax over
+  the cells, of a 1x1 convolution of the published stage 1's own 16x16 map; `stampcond`:
+  `stampconv` with `patchcond`'s discriminator; `stampcentre`: `stampconv` on `centre`'s
+  scenes; `stampspread`: the whole level again from the `stampcentre` run in the same
+  `--out`, and `stampfreeze` the same with the stamp's drawing frozen
+  (`patch_freeze_drawing`).
 
 `places` reads the images the GAN runs `--name`s (comma-separated, under `--out`) draw
 from the first caption of 900 training scenes: shape right per place, the shape of each
@@ -71,6 +79,11 @@ AVX512-BF16):
     python docs/experiments/shape_diagnostics.py twocellsmod --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py grow128 --out runs/diag --steps 2000
+    python docs/experiments/shape_diagnostics.py layered|stampconv|stampcond|stampsoftconv \
+        --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py stampcentre --out runs/diag --steps 6000
+    python docs/experiments/shape_diagnostics.py stampspread|stampfreeze --out runs/diag \
+        --steps 4000
     python docs/experiments/shape_diagnostics.py supervised --steps 4500 --decoder coordmlp \
         [--object-weight 1]
     python docs/experiments/shape_diagnostics.py supervised --steps 2500 --stage1 coord
@@ -256,10 +269,18 @@ def patch_stamp_generator(where: str = "gate") -> None:
     [c_code, z] and the cell's coordinates in [-1, 1], shared by the cells, so every cell
     learns on its own whether it holds the object. `where="softmax"` (`stampsoftmax`): a
     softmax over the cells of five times a Dense of [c_code, z], times 256 so that it
-    averages 1.
+    averages 1. `where="conv"` (`stampconv`): a sigmoid of a 1x1 convolution of the
+    published stage 1's own 16x16 map (its Dense and up-blocks 1 and 2, which learn where
+    the caption's place is within 3,000 steps), so the published pathway keeps the place and
+    loses, through the one-channel bottleneck, the room to draw the outline itself.
+    `where="convsoftmax"` (`stampsoftconv`): the same logits, a softmax over the cells
+    (times 256, so that it averages 1), so that the map tends to one peak and the stamp
+    draws one object whose outline is the stamp's, not the map's.
     """
-    if where not in ("gate", "softmax"):
-        raise ValueError(f"`where` must be 'gate' or 'softmax'; got {where!r}")
+    if where not in ("gate", "softmax", "conv", "convsoftmax"):
+        raise ValueError(
+            f"`where` must be 'gate', 'softmax', 'conv' or 'convsoftmax'; got {where!r}"
+        )
     import keras
     from keras import ops
 
@@ -280,6 +301,9 @@ def patch_stamp_generator(where: str = "gate") -> None:
         if where == "softmax":
             self.stamp_where = keras.layers.Dense(grid * grid, name="stamp_where")
             self.stamp_where.build(inputs)
+        elif where in ("conv", "convsoftmax"):
+            self.stamp_where = keras.layers.Conv2D(1, 1, name="stamp_where")
+            self.stamp_where.build((None, grid, grid, channels))
         else:
             # A 1x1 convolution of [x tiled, coordinates], split into its two Dense parts.
             self.stamp_gate = [keras.layers.Dense(64, name="stamp_gate_text"),
@@ -301,8 +325,17 @@ def patch_stamp_generator(where: str = "gate") -> None:
             ]
         _build_chain(self.stamp_layers, (None, None, None, channels))
 
-    def where_map(self, x):
+    def where_map(self, x, training=None):
         """[batch, 16, 16, 1]: how much of the "what" vector each cell gets."""
+        if where in ("conv", "convsoftmax"):
+            h = self._seed_map(x, training=training)
+            for block in self.stage1_up[:2]:
+                h = block(h, training=training)
+            logits = self.stamp_where(h)
+            if where == "conv":
+                return ops.sigmoid(logits)
+            weights = ops.softmax(ops.reshape(logits, (-1, grid * grid)), axis=-1)
+            return ops.reshape(weights * grid * grid, (-1, grid, grid, 1))
         if where == "softmax":
             weights = ops.softmax(5.0 * self.stamp_where(x), axis=-1) * grid * grid
             return ops.reshape(weights, (-1, grid, grid, 1))
@@ -311,7 +344,7 @@ def patch_stamp_generator(where: str = "gate") -> None:
         return ops.sigmoid(out(ops.leaky_relu(hidden, 0.2)))
 
     def _initial_features(self, x, training=None):
-        h = (where_map(self, x) * self.stamp_what(x)[:, None, None, :]
+        h = (where_map(self, x, training) * self.stamp_what(x)[:, None, None, :]
              + self.stamp_background(x)[:, None, None, :])
         for layer in self.stamp_layers:
             if isinstance(layer, keras.layers.Conv2D):
@@ -321,8 +354,23 @@ def patch_stamp_generator(where: str = "gate") -> None:
             h = block(h, training=training)
         return h
 
+    original_load = Generator.load_lower_stages
+
+    def load_lower_stages(self, source):
+        """The published copy (`train(init=...)`, as `stampspread`), and the stamp's layers."""
+        original_load(self, source)
+        for name in ("stamp_where", "stamp_gate", "stamp_what", "stamp_background",
+                     "stamp_layers"):
+            if hasattr(self, name):
+                mine, theirs = getattr(self, name), getattr(source, name)
+                if not isinstance(mine, list):
+                    mine, theirs = [mine], [theirs]
+                for target, origin in zip(mine, theirs, strict=True):
+                    target.set_weights(origin.get_weights())
+
     Generator.__init__ = __init__
     Generator._initial_features = _initial_features
+    Generator.load_lower_stages = load_lower_stages
     Generator.where_map = where_map  # for inspecting a trained generator
 
 
@@ -429,6 +477,73 @@ def patch_coord_generator() -> None:
     Generator._initial_features = _initial_features
 
 
+def patch_layered_generator() -> None:
+    """Stage 1 draws a mask, a flat colour and a background, and composes them.
+
+    A layered output (as LR-GAN, Yang et al., 2017, and FineGAN, Singh et al., 2019): the
+    64 px image is `m * colour + (1 - m) * background`, with the mask `m` a sigmoid of a 3x3
+    convolution of stage 1's features, `background` a tanh of another, and `colour` one RGB
+    per image, a tanh of a Dense of c_code alone. Colour is then a direction of the text that
+    the outline need not carry: the mask has to learn shape x size x place (90
+    combinations), not shape x colour x size x place (720), and a held-out (shape, colour,
+    place) is a mask seen with other colours. The published image head is still created
+    (and saved) but gets no gradient; the later stages take the composed image's logits.
+    """
+    import keras
+    from keras import ops
+
+    from mirrorgan_tf.layers.blocks import conv3x3
+    from mirrorgan_tf.networks.generator import Generator
+
+    original_init = Generator.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.layer_mask = keras.layers.Conv2D(1, 3, padding="same", name="layer_mask",
+                                              dtype="float32")
+        self.layer_background = conv3x3(3, name="layer_background", dtype="float32")
+        self.layer_colour = keras.layers.Dense(3, name="layer_colour", dtype="float32")
+        for layer in (self.layer_mask, self.layer_background):
+            layer.build((None, None, None, self.gf_dim))
+        self.layer_colour.build((None, self.condition_dim))
+
+    def _stage1_logits(self, h, x):
+        mask = ops.sigmoid(self.layer_mask(h))
+        background = ops.tanh(self.layer_background(h))
+        colour = ops.tanh(self.layer_colour(ops.cast(x[:, : self.condition_dim], "float32")))
+        image = mask * colour[:, None, None, :] + (1.0 - mask) * background
+        image = ops.clip(image, -0.995, 0.995)
+        return 0.5 * ops.log((1.0 + image) / (1.0 - image))  # atanh: the pipeline's logits
+
+    Generator.__init__ = __init__
+    Generator._stage1_logits = _stage1_logits
+
+
+def patch_freeze_drawing() -> None:
+    """The stamp's drawing is frozen: only the "where" pathway and the background learn.
+
+    For `stampfreeze`, a spread from `stampcentre` in which the outline cannot be unlearnt
+    while the "where" map learns the other eight places: the kernels of the "what" Dense,
+    the stamp's convolutions, up-blocks 3 and 4 and the image head stop training (their
+    BatchNorms still train and normalise by the batch, as in the run they come from). CA,
+    the published Dense, up-blocks 1 and 2, the "where" convolution and the background
+    vector train.
+    """
+    from mirrorgan_tf.networks.generator import Generator
+
+    original_init = Generator.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        frozen = [self.stamp_what, self.image_heads[0]]
+        frozen += [layer for layer in self.stamp_layers if not hasattr(layer, "gamma")]
+        frozen += [block.conv for block in self.stage1_up[2:]]
+        for layer in frozen:
+            layer.trainable = False
+
+    Generator.__init__ = __init__
+
+
 # What each experiment (or `supervised --cells`) changes before it trains.
 PATCHES = {
     "oracle": patch_oracle_sentence,
@@ -439,8 +554,16 @@ PATCHES = {
     "patchcond": lambda: patch_patch_discriminator(conditional=True),
     "stamp": patch_stamp_generator,
     "stampsoftmax": lambda: patch_stamp_generator(where="softmax"),
+    "stampconv": lambda: patch_stamp_generator(where="conv"),
+    "stampcond": lambda: (patch_stamp_generator(where="conv"),
+                          patch_patch_discriminator(conditional=True)),
+    "stampcentre": lambda: (patch_stamp_generator(where="conv"), patch_centre_only()),
+    "stampspread": lambda: patch_stamp_generator(where="conv"),
+    "stampsoftconv": lambda: patch_stamp_generator(where="convsoftmax"),
+    "stampfreeze": lambda: (patch_stamp_generator(where="conv"), patch_freeze_drawing()),
     "modulated": patch_modulated_generator,
     "coord": patch_coord_generator,
+    "layered": patch_layered_generator,
     "twocellsmod": lambda: (patch_two_cells(), patch_modulated_generator()),
     "modcond": lambda: (patch_modulated_generator(),
                         patch_patch_discriminator(conditional=True)),
@@ -448,7 +571,9 @@ PATCHES = {
 
 
 # The experiments whose generator differs from the published one (loading needs the patch).
-GENERATOR_PATCHES = ("stamp", "stampsoftmax", "modulated", "modcond", "coord", "twocellsmod")
+GENERATOR_PATCHES = ("stamp", "stampsoftmax", "stampconv", "stampcond", "stampcentre",
+                     "stampspread", "stampfreeze", "stampsoftconv", "modulated", "modcond", "coord",
+                     "twocellsmod", "layered")
 
 
 def first_training_captions(count: int) -> tuple[list[str], list]:
@@ -642,9 +767,9 @@ def main() -> None:
                                  checkpoint_every=500, trunk_from=stem, **common)
     if args.experiment in PATCHES:
         PATCHES[args.experiment]()
-    init = {"spread": f"{args.out}/centre", "grow128": f"{args.out}/baseline"}.get(
-        args.experiment
-    )
+    init = {"spread": f"{args.out}/centre", "stampspread": f"{args.out}/stampcentre",
+            "stampfreeze": f"{args.out}/stampcentre",
+            "grow128": f"{args.out}/baseline"}.get(args.experiment)
     grown = args.experiment == "grow128"
     every = 250 if grown else 500
     gan = run.train(out=f"{args.out}/{args.name or args.experiment}", stem=stem, stream=stream,

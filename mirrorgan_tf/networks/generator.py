@@ -199,7 +199,7 @@ class Generator(keras.Model):
         # Stage 1 (F_0): c_code first, as the published torch.cat((c_code, z_code), 1).
         x = ops.concatenate([ops.cast(c_code, self.compute_dtype), noise], axis=-1)
         h = self._initial_features(x, training=training)
-        logits = self.image_heads[0](h)
+        logits = self._stage1_logits(h, x)
         images = [ops.tanh(logits)]
         attention_maps = []
         for stage, (attention, fusion, residual, upsample) in enumerate(
@@ -239,6 +239,14 @@ class Generator(keras.Model):
         for block in self.stage1_up:
             h = block(h, training=training)
         return h
+
+    def _stage1_logits(self, h, x):
+        """Stage 1's pre-tanh image from its features `h` (and `x` = [c_code, z], unused here).
+
+        A method of its own so that an experiment can replace the image head alone.
+        """
+        del x
+        return self.image_heads[0](h)
 
     def _seed_map(self, x, training=None):
         """Stage 1's [batch, 4, 4, 16 * gf_dim] start from [c_code, z]."""
