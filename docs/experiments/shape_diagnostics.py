@@ -46,6 +46,11 @@ from the first caption of 900 training scenes: shape right per place, the shape 
 image's largest object, and which shapes were asked and read. A run whose generator was
 patched is loaded with its patch, so it must be named by its experiment and read alone.
 
+`where` reads the "where" map of a stamp run (`--name`, one of the `stamp*` experiments)
+for the first caption of 64 training scenes, z drawn from a fixed seed: the largest
+cell's share of the map's weight, the four largest cells' share, and the median number of
+cells that hold half of it.
+
 And one without a GAN:
 
 - `supervised`: the 64 px stage alone (or, `--decoder plain`, a DCGAN-style decoder:
@@ -84,6 +89,7 @@ AVX512-BF16):
     python docs/experiments/shape_diagnostics.py stampcentre --out runs/diag --steps 6000
     python docs/experiments/shape_diagnostics.py stampspread|stampfreeze --out runs/diag \
         --steps 4000
+    python docs/experiments/shape_diagnostics.py where --out runs/diag --name stampcentre
     python docs/experiments/shape_diagnostics.py supervised --steps 4500 --decoder coordmlp \
         [--object-weight 1]
     python docs/experiments/shape_diagnostics.py supervised --steps 2500 --stage1 coord
@@ -270,8 +276,8 @@ def patch_stamp_generator(where: str = "gate") -> None:
     learns on its own whether it holds the object. `where="softmax"` (`stampsoftmax`): a
     softmax over the cells of five times a Dense of [c_code, z], times 256 so that it
     averages 1. `where="conv"` (`stampconv`): a sigmoid of a 1x1 convolution of the
-    published stage 1's own 16x16 map (its Dense and up-blocks 1 and 2, which learn where
-    the caption's place is within 3,000 steps), so the published pathway keeps the place and
+    published stage 1's own 16x16 map (its Dense and up-blocks 1 and 2, which learn the
+    caption's place in every nine-place run), so the published pathway keeps the place and
     loses, through the one-channel bottleneck, the room to draw the outline itself.
     `where="convsoftmax"` (`stampsoftconv`): the same logits, a softmax over the cells
     (times 256, so that it averages 1), so that the map tends to one peak and the stamp
@@ -572,8 +578,8 @@ PATCHES = {
 
 # The experiments whose generator differs from the published one (loading needs the patch).
 GENERATOR_PATCHES = ("stamp", "stampsoftmax", "stampconv", "stampcond", "stampcentre",
-                     "stampspread", "stampfreeze", "stampsoftconv", "modulated", "modcond", "coord",
-                     "twocellsmod", "layered")
+                     "stampspread", "stampfreeze", "stampsoftconv", "modulated", "modcond",
+                     "coord", "twocellsmod", "layered")
 
 
 def first_training_captions(count: int) -> tuple[list[str], list]:
@@ -719,11 +725,35 @@ def places(out: str, names: list[str]) -> None:
         }))
 
 
+def where_read_out(out: str, name: str) -> None:
+    """The `where` read-out (module docstring) of the stamp run `out/NAME`."""
+    import tensorflow as tf
+
+    from mirrorgan_tf.task import TextToImage
+
+    PATCHES[name]()
+    model = TextToImage.from_preset(f"{out}/{name}")
+    captions, _ = first_training_captions(64)
+    generator = model.generator
+    _, mu, _ = generator.ca_net(model.encode_text(captions)["sentence"], training=False,
+                                deterministic=True)
+    noise = tf.random.stateless_normal([len(captions), generator.z_dim], seed=[0, 0])
+    x = tf.concat([tf.cast(mu, noise.dtype), noise], axis=-1)
+    weights = generator.where_map(x, training=False).numpy().reshape(len(captions), -1)
+    shares = np.sort(weights / weights.sum(axis=1, keepdims=True), axis=1)[:, ::-1]
+    print(json.dumps({
+        "run": name,
+        "largest_cell_share": round(float(shares[:, 0].mean()), 3),
+        "top4_share": round(float(shares[:, :4].sum(axis=1).mean()), 3),
+        "cells_for_half": float(np.median((np.cumsum(shares, axis=1) < 0.5).sum(axis=1) + 1)),
+    }))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment",
                         choices=("baseline", "spread", "grow128", *PATCHES, "places",
-                                 "supervised"))
+                                 "where", "supervised"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
@@ -744,6 +774,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.experiment == "places":
         places(args.out, args.name.split(","))
+        return
+    if args.experiment == "where":
+        where_read_out(args.out, args.name)
         return
     if args.experiment == "supervised":
         if args.cells != "nine":
