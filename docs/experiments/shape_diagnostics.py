@@ -134,24 +134,30 @@ def patch_oracle_sentence() -> None:
     TextEncoder.call = call
 
 
-def patch_centre_only() -> None:
-    """Every level draws only the combinations of the centre cell."""
+def patch_cells(*positions: str) -> None:
+    """Every level draws only the combinations of the cells `positions`."""
     from mirrorgan_tf.data import shapes
 
     original = shapes._level_pool
     shapes._level_pool = lambda level, pool: tuple(
-        c for c in original(level, pool) if c[3] == "centre"
+        c for c in original(level, pool) if c[3] in positions
     )
+
+
+def patch_centre_only() -> None:
+    """Every level draws only the combinations of the centre cell."""
+    patch_cells("centre")
 
 
 def patch_two_cells() -> None:
     """Every level draws only the combinations of the centre and the top-left cells."""
-    from mirrorgan_tf.data import shapes
+    patch_cells("centre", "top left")
 
-    original = shapes._level_pool
-    shapes._level_pool = lambda level, pool: tuple(
-        c for c in original(level, pool) if c[3] in ("centre", "top left")
-    )
+
+def pixel_grid(size: int) -> np.ndarray:
+    """float32 [size, size, 2]: each pixel centre's (x, y), both in [-1, 1]."""
+    axis = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
+    return np.stack(np.meshgrid(axis, axis), axis=-1)
 
 
 def patch_aligned_cells() -> None:
@@ -470,9 +476,7 @@ def patch_coord_generator() -> None:
                 continue
             text, pixel, mid, out = self.coord_mlps[index]
             size = h.shape[1]
-            axis = (ops.arange(size, dtype="float32") + 0.5) / size * 2.0 - 1.0
-            ys, xs = ops.meshgrid(axis, axis, indexing="ij")
-            grid = ops.cast(ops.stack([xs, ys], axis=-1)[None], h.dtype)
+            grid = ops.cast(pixel_grid(size)[None], h.dtype)
             grid = ops.broadcast_to(grid, (ops.shape(h)[0], size, size, 2))
             a = ops.relu(pixel(ops.concatenate([h, grid], axis=-1))
                          + text(x)[:, None, None, :])
@@ -634,8 +638,7 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0) -> None:
         variables = stage1.trainable_variables
     elif decoder == "coordmlp":
         # Every pixel drawn by the same MLP of its coordinates and the code (no convolution).
-        axis = (np.arange(64, dtype=np.float32) + 0.5) / 32 - 1
-        grid = tf.constant(np.stack(np.meshgrid(axis, axis), -1)[None])  # [1, 64, 64, 2] (x, y)
+        grid = tf.constant(pixel_grid(64)[None])  # [1, 64, 64, 2]
         mlp = keras.Sequential([keras.layers.Dense(64, activation="relu"),
                                 keras.layers.Dense(64, activation="relu"),
                                 keras.layers.Dense(64, activation="relu"),
