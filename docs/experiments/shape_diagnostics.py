@@ -583,9 +583,10 @@ def patch_instance_noise(sigma: float) -> None:
     """Every discriminator sees its input with Gaussian noise of std `sigma` added, in
     training only (instance noise: Sonderby et al., 2017; Arjovsky and Bottou, 2017).
 
-    For `noisyd`: the trained discriminators tell generated images from real ones by fine
-    texture, not by outline (the README's `dsense` read-out); noise on the real and the
-    generated images alike hides that texture, so the outline is what is left to judge.
+    For `noisyd`: the trained discriminators tell generated images from real ones by
+    something other than the outline (the `critic` read-out), by the look of them the
+    generated images' speckled texture; noise on the real and the generated images alike
+    hides fine texture, so that the outline is what is left to judge.
     """
     import tensorflow as tf
 
