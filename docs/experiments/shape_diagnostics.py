@@ -7,7 +7,8 @@ c_code = mu, EMA 0.999, caption-loss weight 10 unless `--caption-loss-weight`) o
 curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at the end:
 
 - `baseline`: the demo's 64 px phase as it is (with `--gf-dim`, another generator width;
-  `--swap-negatives`, shape-swapped captions as extra negatives, `training.swap_negatives`).
+  `--swap-negatives`, shape-swapped captions as extra negatives, `training.swap_negatives`;
+  `--init RUN`, the generator and discriminator started from the run `--out/RUN`).
 - `oracle`: five dimensions of STEM's sentence feature are replaced by 4 x a one-hot code of
   the caption's shape word, so the generator and the discriminators' conditional heads get
   the shape exactly, as strongly as any other direction of the (norm-8) sentence.
@@ -111,6 +112,8 @@ AVX512-BF16):
         --caption-loss-weight 0 --name baseline_l0
     python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 8000 \
         --caption-loss-weight 0 --swap-negatives --name l0swap
+    python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 4000 \
+        --caption-loss-weight 0 --swap-negatives --init baseline_l0 --name l0swapinit
     python docs/experiments/shape_diagnostics.py supervised --steps 4500 --decoder coordmlp \
         [--object-weight 1]
     python docs/experiments/shape_diagnostics.py supervised --steps 2500 --stage1 coord
@@ -931,6 +934,8 @@ def main() -> None:
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
                         help="lambda of STREAM's caption loss (published: 10)")
     parser.add_argument("--gf-dim", type=int, default=16, help="the generator's width")
+    parser.add_argument("--init", help="start the GAN run's generator and discriminator from "
+                        "this run under --out (fresh optimizer state; steps counted anew)")
     parser.add_argument("--swap-negatives", action="store_true",
                         help="the discriminators also reject real images paired with their "
                              "caption with the shape word swapped (training.swap_negatives)")
@@ -985,6 +990,8 @@ def main() -> None:
     init = {"spread": f"{args.out}/centre", "stampspread": f"{args.out}/stampcentre",
             "stampfreeze": f"{args.out}/stampcentre",
             "grow128": f"{args.out}/baseline"}.get(args.experiment)
+    if args.init:
+        init = f"{args.out}/{args.init}"
     grown = args.experiment == "grow128"
     every = 250 if grown else 500
     gan = run.train(out=f"{args.out}/{args.name or args.experiment}", stem=stem, stream=stream,
