@@ -678,6 +678,16 @@ def first_training_captions(count: int) -> tuple[list[str], list]:
     return captions, [parse_caption(c) for c in captions]
 
 
+def with_shape(scene, shape: str):
+    """`scene` (one shape) with its shape replaced by `shape`; the rest as it was."""
+    import dataclasses
+
+    from mirrorgan_tf.data.shapes import SceneSpec
+
+    return SceneSpec((dataclasses.replace(scene.shapes[0], shape=shape),), scene.background,
+                     scene.background_seed)
+
+
 def one_hot_codes(scenes) -> np.ndarray:
     """[N, 24]: shape, colour, size and position one-hot, each 4 (norm 8, as the sentence)."""
     from mirrorgan_tf.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES
@@ -695,12 +705,11 @@ def one_hot_codes(scenes) -> np.ndarray:
 def supervised(steps: int, decoder: str, object_weight: float = 10.0,
                tone_code: bool = False) -> None:
     """The `supervised` experiment (module docstring)."""
-    import dataclasses
 
     import keras
     import tensorflow as tf
 
-    from mirrorgan_tf.data.shapes import SHAPES, SceneSpec, ShapesDataset
+    from mirrorgan_tf.data.shapes import SHAPES, ShapesDataset
     from mirrorgan_tf.evaluation.shapes_score import consistency_score
     from mirrorgan_tf.networks.generator import Generator
 
@@ -780,8 +789,7 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
         if done % 500 == 0 or done == steps:
             print(json.dumps({"step": done, "training_scenes": score(codes[:256], scenes[:256])}),
                   flush=True)
-    forced = [SceneSpec((dataclasses.replace(s.shapes[0], shape=shape),))
-              for shape in SHAPES for s in scenes[:64]]
+    forced = [with_shape(s, shape) for shape in SHAPES for s in scenes[:64]]
     forced_codes = codes_for(forced, np.concatenate([images[:64]] * len(SHAPES)))
     print(json.dumps({"decoder": decoder, "forced_shapes": score(forced_codes, forced)}))
 
@@ -848,13 +856,12 @@ def where_read_out(out: str, name: str) -> None:
 
 def critic_read_out(out: str, name: str, figure: str | None = None) -> None:
     """The `critic` read-out (module docstring) of the GAN run `out/NAME`."""
-    import dataclasses
 
     import tensorflow as tf
     from PIL import Image, ImageFilter
 
     from mirrorgan_tf import presets
-    from mirrorgan_tf.data.shapes import SHAPES, SceneSpec, ShapesDataset, render
+    from mirrorgan_tf.data.shapes import SHAPES, ShapesDataset, render
     from mirrorgan_tf.task import TextToImage, resolve_preset
 
     if name in PATCHES:  # its networks, its input noise, its scenes: as it was trained
@@ -868,21 +875,16 @@ def critic_read_out(out: str, name: str, figure: str | None = None) -> None:
     captions = [test.captions(i)[0] for i in range(len(test))]
     sentence = model.encode_text(captions)["sentence"]
 
-    def reshaped(scene, shape):
-        return SceneSpec((dataclasses.replace(scene.shapes[0], shape=shape),),
-                         scene.background, scene.background_seed)
-
     def next_shape(scene):
         return SHAPES[(SHAPES.index(scene.shapes[0].shape) + 1) % len(SHAPES)]
 
-    def blurred(scene):
-        return np.asarray(Image.fromarray(render(scene, 64)).filter(ImageFilter.GaussianBlur(1.5)))
-
+    real = [render(s, 64) for s in scenes]
     kinds = {
-        "real": [render(s, 64) for s in scenes],
-        "real_as_circle": [render(reshaped(s, "circle"), 64) for s in scenes],
-        "real_next_shape": [render(reshaped(s, next_shape(s)), 64) for s in scenes],
-        "real_blurred": [blurred(s) for s in scenes],
+        "real": real,
+        "real_as_circle": [render(with_shape(s, "circle"), 64) for s in scenes],
+        "real_next_shape": [render(with_shape(s, next_shape(s)), 64) for s in scenes],
+        "real_blurred": [np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(1.5)))
+                         for image in real],
         "generated": list(model.generate(captions, seed=0)),
     }
     readings, per_image = {}, {}
