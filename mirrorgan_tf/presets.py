@@ -68,6 +68,9 @@ _BASE_CONFIG: dict[str, Any] = {
         "adam_beta_2": 0.999,
         "caption_loss_weight": 10.0,  # lambda of the paper's L_G = sum_i L_Gi + lambda L_stream
         "damsm_loss_weight": 0.0,  # AttnGAN-style DAMSM term; MirrorGAN birds uses none
+        # A paired, tone-blind pixel loss to the caption's real image (a recipe option for
+        # data whose caption nearly fixes the image, losses.centred_l1_loss); 0 as published
+        "paired_loss_weight": 0.0,
         "kl_loss_weight": 1.0,
         # False: train with conditioning augmentation's c_code = mu (a recipe option)
         "ca_noise": True,

@@ -111,7 +111,9 @@ def test_every_schedule_is_a_valid_run_whose_level_changes_fall_on_checkpoints()
 
     assert SCHEDULES["demo"].level == "easy" and SCHEDULES["demo"].curriculum is None
     assert SCHEDULES["ship"].level == "full"
+    training_keys = set(presets.get_config("shapes")["training"])
     for plan in SCHEDULES.values():
+        assert set(plan.recipe) <= training_keys  # each a preset `training` option
         assert plan.level in LEVELS and set(plan.steps) == set(plan.chunks)
         assert set(plan.targets) == {"colour", "shape", "size", "position"}
         for scale in (1.0, 0.05):
@@ -139,13 +141,14 @@ def test_run_demo_refuses_an_unknown_schedule(tmp_path):
 
 
 def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_curve(tmp_path):
-    from mirrorgan_tf.demo import DEMO_BATCH, DEMO_TARGETS, run_demo
+    from mirrorgan_tf.demo import DEMO_BATCH, DEMO_RECIPE, DEMO_TARGETS, run_demo
 
     out = str(tmp_path / "demo")
     report = run_demo(out, scale=1e-4, num_eval=8, curve_captions=8, verbose=0, **TINY)
     steps = report["steps"]
     assert report["level"] == "easy" and steps["gan_64"] == steps["gan"] == 2
     assert report["schedule"] == "demo" and report["curriculum"] is None
+    assert report["recipe"] == DEMO_RECIPE
     for key in ("untrained", "trained", "chance", "stream_reading_real_images"):
         assert set(DEMO_TARGETS) <= set(report[key])
     assert report["targets_met"] == {k: report["trained"][k] >= v

@@ -111,6 +111,28 @@ def test_discriminator_and_generator_losses():
     assert float(got) == pytest.approx(bce(fake, 1) + bce(fake * 2, 1), rel=1e-5)
 
 
+def test_centred_l1_loss_matches_a_pixel_loop_and_ignores_the_tone():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-0.1, 0.1, [2, 6, 6, 3]).astype("float32")
+    real[0, 1:3, 2:4] = [0.8, -0.6, -0.6]  # an object that stands out of its background
+    fake = rng.uniform(-1, 1, [2, 6, 6, 3]).astype("float32")
+    total = 0.0
+    for b in range(2):
+        r, f = real[b] - real[b].mean((0, 1)), fake[b] - fake[b].mean((0, 1))
+        for y in range(6):
+            for x in range(6):
+                weight = 10.0 if np.abs(r[y, x]).max() > 0.25 else 1.0
+                total += weight * np.abs(f[y, x] - r[y, x]).sum()
+    got = losses.centred_l1_loss(fake, real)
+    assert float(got) == pytest.approx(total / fake.size, rel=1e-5)
+    tone = np.array([0.3, -0.2, 0.1], "float32")  # another background tone for each
+    assert float(losses.centred_l1_loss(fake + tone, real - tone)) == pytest.approx(
+        float(got), rel=1e-5
+    )
+    assert float(losses.centred_l1_loss(real + tone, real)) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.centred_l1_loss(fake, real, object_weight=1.0)) < float(got)
+
+
 def test_kl_loss_matches_formula():
     mu = np.array([[0.5, -1.0]], "float32")
     logvar = np.array([[0.2, -0.3]], "float32")

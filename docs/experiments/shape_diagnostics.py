@@ -8,7 +8,10 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
 
 - `baseline`: the demo's 64 px phase as it is (with `--gf-dim`, another generator width;
   `--swap-negatives`, shape-swapped captions as extra negatives, `training.swap_negatives`;
-  `--init RUN`, the generator and discriminator started from the run `--out/RUN`).
+  `--init RUN`, the generator and discriminator started from the run `--out/RUN`;
+  `--paired-weight W`, the paired, tone-blind pixel loss, `training.paired_loss_weight`;
+  `--g-learning-rate`, the generator's). Before 2026-12-07 the demo's phase had neither
+  of the last two; every run of the README's tables trained without them unless it says so.
 - `oracle`: five dimensions of STEM's sentence feature are replaced by 4 x a one-hot code of
   the caption's shape word, so the generator and the discriminators' conditional heads get
   the shape exactly, as strongly as any other direction of the (norm-8) sentence.
@@ -41,7 +44,9 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
   `stampconv` with `patchcond`'s discriminator; `stampcentre`: `stampconv` on `centre`'s
   scenes; `stampspread`: the whole level again from the `stampcentre` run in the same
   `--out`, and `stampfreeze` the same with the stamp's drawing frozen
-  (`patch_freeze_drawing`).
+  (`patch_freeze_drawing`); `stamphardcentre`: `stampcentre` with a "where" map of one
+  cell (straight-through), and `stamphard`, `stamphardspread` the same at nine places,
+  from scratch or from the `stamphardcentre` run.
 - `noisyd`: every discriminator input gets Gaussian noise of std 0.25 in training
   (instance noise, `patch_instance_noise`).
 - `smoothcap`: in the caption loss, STREAM re-describes the generated image blurred
@@ -74,9 +79,12 @@ And one without a GAN:
   coordinates and the code (three hidden layers of 64, no convolution). Prints the score on
   256 training scenes every 500 steps, then of the first 64 scenes drawn as each of the five
   shapes in turn (`forced_shapes`); `--tone-code` adds the plain background's tone to the
-  code, so that the target is the image up to its jitter. `--cells centre` or `--cells
-  aligned` draws the scenes of `centre` or `aligned` instead; `--stage1 coord` gives the
-  64 px stage `coord`'s MLPs.
+  code, so that the target is the image up to its jitter; `--centred` compares each image
+  less its own mean colour instead (the tone unknown; as `losses.centred_l1_loss`, with
+  the object found by saturation as in the rest of `supervised`). It also
+  scores 256 held-out scenes (their combinations unseen) at every point. `--cells centre`
+  or `--cells aligned` draws the scenes of `centre` or `aligned` instead; `--stage1 coord`
+  gives the 64 px stage `coord`'s MLPs.
 
 Usage (the GAN runs resume; 0.25-0.35 s per step on a 2-core AVX2 machine, 0.12-0.18 s on
 AVX512-BF16):
@@ -125,6 +133,16 @@ AVX512-BF16):
         --cells centre
     python docs/experiments/shape_diagnostics.py supervised --steps 3000 --decoder plain \
         --tone-code
+    python docs/experiments/shape_diagnostics.py stamphardcentre --out runs/diag --steps 4000
+    python docs/experiments/shape_diagnostics.py supervised --steps 3000 [--decoder plain] \
+        --centred|--tone-code
+    python docs/experiments/shape_diagnostics.py supervised --steps 6000 --centred
+    python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 4000 \
+        --paired-weight 10 --name paired
+    python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 4000 \
+        --paired-weight 100 --name paired100
+    python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 6000 \
+        --paired-weight 100 --g-learning-rate 1e-3 --name paired100lr
 """
 
 from __future__ import annotations
@@ -315,11 +333,14 @@ def patch_stamp_generator(where: str = "gate") -> None:
     loses, through the one-channel bottleneck, the room to draw the outline itself.
     `where="convsoftmax"` (`stampsoftconv`): the same logits, a softmax over the cells
     (times 256, so that it averages 1), so that the map tends to one peak and the stamp
-    draws one object whose outline is the stamp's, not the map's.
+    draws one object whose outline is the stamp's, not the map's. `where="hard"`
+    (`stamphard*`): the same logits, and the map is one cell, the largest logit's, from the
+    first step (times 16), its gradient the softmax's (straight-through: Bengio et al.,
+    2013), so that the object is the stamp's alone wherever it is put.
     """
-    if where not in ("gate", "softmax", "conv", "convsoftmax"):
+    if where not in ("gate", "softmax", "conv", "convsoftmax", "hard"):
         raise ValueError(
-            f"`where` must be 'gate', 'softmax', 'conv' or 'convsoftmax'; got {where!r}"
+            f"`where` must be 'gate', 'softmax', 'conv', 'convsoftmax' or 'hard'; got {where!r}"
         )
     import keras
     from keras import ops
@@ -341,7 +362,7 @@ def patch_stamp_generator(where: str = "gate") -> None:
         if where == "softmax":
             self.stamp_where = keras.layers.Dense(grid * grid, name="stamp_where")
             self.stamp_where.build(inputs)
-        elif where in ("conv", "convsoftmax"):
+        elif where in ("conv", "convsoftmax", "hard"):
             self.stamp_where = keras.layers.Conv2D(1, 1, name="stamp_where")
             self.stamp_where.build((None, grid, grid, channels))
         else:
@@ -367,7 +388,7 @@ def patch_stamp_generator(where: str = "gate") -> None:
 
     def where_map(self, x, training=None):
         """[batch, 16, 16, 1]: how much of the "what" vector each cell gets."""
-        if where in ("conv", "convsoftmax"):
+        if where in ("conv", "convsoftmax", "hard"):
             h = self._seed_map(x, training=training)
             for block in self.stage1_up[:2]:
                 h = block(h, training=training)
@@ -375,6 +396,11 @@ def patch_stamp_generator(where: str = "gate") -> None:
             if where == "conv":
                 return ops.sigmoid(logits)
             weights = ops.softmax(ops.reshape(logits, (-1, grid * grid)), axis=-1)
+            if where == "hard":
+                chosen = ops.one_hot(ops.argmax(weights, axis=-1), grid * grid,
+                                     dtype=weights.dtype)
+                weights = chosen + weights - ops.stop_gradient(weights)
+                return ops.reshape(16.0 * weights, (-1, grid, grid, 1))
             return ops.reshape(weights * grid * grid, (-1, grid, grid, 1))
         if where == "softmax":
             weights = ops.softmax(5.0 * self.stamp_where(x), axis=-1) * grid * grid
@@ -651,6 +677,9 @@ PATCHES = {
     "stampspread": lambda: patch_stamp_generator(where="conv"),
     "stampsoftconv": lambda: patch_stamp_generator(where="convsoftmax"),
     "stampfreeze": lambda: (patch_stamp_generator(where="conv"), patch_freeze_drawing()),
+    "stamphard": lambda: patch_stamp_generator(where="hard"),
+    "stamphardcentre": lambda: (patch_stamp_generator(where="hard"), patch_centre_only()),
+    "stamphardspread": lambda: patch_stamp_generator(where="hard"),
     "modulated": patch_modulated_generator,
     "coord": patch_coord_generator,
     "layered": patch_layered_generator,
@@ -664,7 +693,8 @@ PATCHES = {
 
 # The experiments whose generator differs from the published one (loading needs the patch).
 GENERATOR_PATCHES = ("stamp", "stampsoftmax", "stampconv", "stampcond", "stampcentre",
-                     "stampspread", "stampfreeze", "stampsoftconv", "modulated", "modcond",
+                     "stampspread", "stampfreeze", "stampsoftconv", "stamphard",
+                     "stamphardcentre", "stamphardspread", "modulated", "modcond",
                      "coord", "twocellsmod", "layered")
 
 
@@ -703,7 +733,7 @@ def one_hot_codes(scenes) -> np.ndarray:
 
 
 def supervised(steps: int, decoder: str, object_weight: float = 10.0,
-               tone_code: bool = False) -> None:
+               tone_code: bool = False, centred: bool = False) -> None:
     """The `supervised` experiment (module docstring)."""
 
     import keras
@@ -775,6 +805,9 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
             out = draw(tf.random.normal([16, 32]), c, True)
             saturation = tf.reduce_max(x, -1, keepdims=True) - tf.reduce_min(x, -1, keepdims=True)
             weight = 1.0 + (object_weight - 1.0) * tf.cast(saturation > 0.4, tf.float32)
+            if centred:  # `--centred`: each image less its own mean colour
+                out = out - tf.reduce_mean(out, axis=[1, 2], keepdims=True)
+                x = x - tf.reduce_mean(x, axis=[1, 2], keepdims=True)
             loss = tf.reduce_mean(weight * tf.abs(out - x))
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
 
@@ -782,13 +815,17 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
         out = draw(tf.zeros([len(c), 32]), c, False).numpy()
         return {k: round(float(v), 3) for k, v in consistency_score(out, specs).items()}
 
+    test = ShapesDataset("test", num_images=256, image_size=64, num_stages=1, level="easy")
+    test_scenes = [test.scene(i) for i in range(len(test))]
+    test_codes = codes_for(test_scenes, np.stack([test.image(i, 64) for i in range(len(test))])
+                           / 127.5 - 1)
     rng = np.random.default_rng(0)
     for done in range(1, steps + 1):
         rows = rng.integers(0, len(train), 16)
         step(codes[rows], images[rows])
         if done % 500 == 0 or done == steps:
-            print(json.dumps({"step": done, "training_scenes": score(codes[:256], scenes[:256])}),
-                  flush=True)
+            print(json.dumps({"step": done, "training_scenes": score(codes[:256], scenes[:256]),
+                              "held_out_scenes": score(test_codes, test_scenes)}), flush=True)
     forced = [with_shape(s, shape) for shape in SHAPES for s in scenes[:64]]
     forced_codes = codes_for(forced, np.concatenate([images[:64]] * len(SHAPES)))
     print(json.dumps({"decoder": decoder, "forced_shapes": score(forced_codes, forced)}))
@@ -935,6 +972,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
                         help="lambda of STREAM's caption loss (published: 10)")
+    parser.add_argument("--paired-weight", type=float, default=0.0,
+                        help="the weight of the paired, tone-blind pixel loss "
+                             "(training.paired_loss_weight; published: 0)")
+    parser.add_argument("--g-learning-rate", type=float, default=2e-4,
+                        help="the generator's Adam learning rate (published: 2e-4)")
     parser.add_argument("--gf-dim", type=int, default=16, help="the generator's width")
     parser.add_argument("--init", help="start the GAN run's generator and discriminator from "
                         "this run under --out (fresh optimizer state; steps counted anew)")
@@ -952,6 +994,8 @@ def main() -> None:
                         help="`supervised`: the L1 loss's weight on the object's pixels")
     parser.add_argument("--figure", help="`critic`: also draw the first six scenes of each kind, "
                         "with the conditional P(real), into this PNG")
+    parser.add_argument("--centred", action="store_true",
+                        help="`supervised`: the L1 loss compares each image less its own mean")
     parser.add_argument("--tone-code", action="store_true",
                         help="`supervised`: the background's tone is part of the code")
     parser.add_argument("--decoder", choices=("glam", "plain", "coordmlp"), default="glam",
@@ -972,7 +1016,7 @@ def main() -> None:
             PATCHES[args.cells]()
         if args.stage1 == "coord":
             PATCHES["coord"]()
-        supervised(args.steps, args.decoder, args.object_weight, args.tone_code)
+        supervised(args.steps, args.decoder, args.object_weight, args.tone_code, args.centred)
         return
 
     from mirrorgan_tf.evaluation.shapes_score import score_model
@@ -991,6 +1035,7 @@ def main() -> None:
         PATCHES[args.experiment]()
     init = {"spread": f"{args.out}/centre", "stampspread": f"{args.out}/stampcentre",
             "stampfreeze": f"{args.out}/stampcentre",
+            "stamphardspread": f"{args.out}/stamphardcentre",
             "grow128": f"{args.out}/baseline"}.get(args.experiment)
     if args.init:
         init = f"{args.out}/{args.init}"
@@ -1001,6 +1046,8 @@ def main() -> None:
                     checkpoint_every=every, sample_every=every, eval_every=every,
                     eval_captions=128, num_stages=2 if grown else 1,
                     training={"ca_noise": False, "ema_decay": 0.999,
+                              "g_learning_rate": args.g_learning_rate,
+                              "paired_loss_weight": args.paired_weight,
                               "caption_loss_weight": args.caption_loss_weight,
                               "swap_negatives": "shapes" if args.swap_negatives else None},
                     **common)

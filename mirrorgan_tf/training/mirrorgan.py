@@ -61,6 +61,9 @@ class MirrorGANTrainer(PrebuiltTrainer):
         caption_loss_weight: lambda of L_G = sum_i L_Gi + lambda L_stream (published birds: 10).
         kl_loss_weight: weight of the conditioning-augmentation KL term (published: 1).
         damsm_loss_weight: weight of the AttnGAN DAMSM term (0 = MirrorGAN as published).
+        paired_loss_weight: weight of `losses.centred_l1_loss` between every stage's image and
+            the real image of its caption (DEVIATION, a recipe option for data whose caption
+            nearly fixes the image, see the README; 0 = MirrorGAN as published).
         ema_decay: decay of the generator's moving average (published: 0.999).
         gamma1, gamma2, gamma3: DAMSM smoothing factors, used by the DAMSM term only.
         seed: seed of the noise and conditioning-augmentation draws.
@@ -90,6 +93,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         caption_loss_weight: float = 10.0,
         kl_loss_weight: float = 1.0,
         damsm_loss_weight: float = 0.0,
+        paired_loss_weight: float = 0.0,
         ema_decay: float = 0.999,
         gamma1: float = 4.0,
         gamma2: float = 5.0,
@@ -105,6 +109,8 @@ class MirrorGANTrainer(PrebuiltTrainer):
                 f"`discriminators` must hold one discriminator per generator stage "
                 f"({generator.num_stages}); got {len(discriminators)}."
             )
+        if paired_loss_weight < 0:
+            raise ValueError(f"`paired_loss_weight` must be >= 0; got {paired_loss_weight}.")
         if damsm_loss_weight > 0 and image_encoder is None:
             raise ValueError("`damsm_loss_weight > 0` needs the DAMSM `image_encoder`.")
         # === Networks ===
@@ -131,6 +137,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         self.caption_loss_weight = float(caption_loss_weight)
         self.kl_loss_weight = float(kl_loss_weight)
         self.damsm_loss_weight = float(damsm_loss_weight)
+        self.paired_loss_weight = float(paired_loss_weight)
         self.ema_decay = float(ema_decay)
         self.gamma1, self.gamma2, self.gamma3 = float(gamma1), float(gamma2), float(gamma3)
         self.seed = seed
@@ -152,11 +159,13 @@ class MirrorGANTrainer(PrebuiltTrainer):
             self._swap_canonical = tf.constant([group[0] for group in groups], tf.int32)
         # === Trackers ===
         sizes = [d.image_size for d in self.discriminators]
-        names = ["d_loss", "g_loss", "kl_loss", "caption_loss", "damsm_loss"]
+        names = ["d_loss", "g_loss", "kl_loss", "caption_loss", "damsm_loss", "paired_loss"]
         names += [f"d_loss_{s}" for s in sizes] + [f"g_adv_loss_{s}" for s in sizes]
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
         if not self.damsm_loss_weight:
             del self._trackers["damsm_loss"]
+        if not self.paired_loss_weight:
+            del self._trackers["paired_loss"]
         self.built = True
 
     @property
@@ -360,6 +369,10 @@ class MirrorGANTrainer(PrebuiltTrainer):
                     fake_images[-1], words, sentence, lengths, data.get("class_id")
                 )
                 g_loss += self.damsm_loss_weight * damsm
+            if self.paired_loss_weight:
+                paired = tf.add_n([losses.centred_l1_loss(fake, real) for fake, real
+                                   in zip(fake_images, real_images, strict=True)])
+                g_loss += self.paired_loss_weight * paired
             g_objective = g_loss
             if distributed:
                 # Batch means weigh by the replica's share of the batch; the caption loss, a
@@ -377,6 +390,8 @@ class MirrorGANTrainer(PrebuiltTrainer):
         values = {"d_loss": d_loss, "g_loss": g_loss, "kl_loss": kl, "caption_loss": caption}
         if self.damsm_loss_weight:
             values["damsm_loss"] = damsm
+        if self.paired_loss_weight:
+            values["paired_loss"] = paired
         for d, dl, gl in zip(self.discriminators, d_stage_losses, g_adv_losses, strict=True):
             values[f"d_loss_{d.image_size}"] = dl
             values[f"g_adv_loss_{d.image_size}"] = gl
@@ -422,6 +437,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
                 "caption_loss_weight": self.caption_loss_weight,
                 "kl_loss_weight": self.kl_loss_weight,
                 "damsm_loss_weight": self.damsm_loss_weight,
+                "paired_loss_weight": self.paired_loss_weight,
                 "ema_decay": self.ema_decay,
                 "gamma1": self.gamma1,
                 "gamma2": self.gamma2,

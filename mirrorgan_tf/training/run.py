@@ -716,6 +716,7 @@ def train(
             caption_loss_weight=training["caption_loss_weight"],
             kl_loss_weight=training["kl_loss_weight"],
             damsm_loss_weight=damsm,
+            paired_loss_weight=training["paired_loss_weight"],
             ema_decay=training["ema_decay"],
             gamma1=training["damsm_gamma1"],
             gamma2=training["damsm_gamma2"],

@@ -128,6 +128,36 @@ def test_damsm_term_needs_the_image_encoder():
         )
 
 
+def test_paired_loss_adds_the_centred_l1_of_every_stage_to_the_generator_loss():
+    """g_loss = published g_loss + w * sum_i centred_l1(fake_i, real_i), and it trains G."""
+    config, parts = _parts()
+    batch = _batch(config)
+    g_start = _snapshot(parts["generator"])
+    d_start = [_snapshot(d) for d in parts["discriminators"]]
+    # c_code = mu: the conditioning-augmentation noise would differ between the two steps.
+    published = _trainer(parts, ca_noise=False).train_step(batch)
+    g_published = _snapshot(parts["generator"])
+    assert "paired_loss" not in published
+    parts["generator"].set_weights(g_start)
+    for d, weights in zip(parts["discriminators"], d_start, strict=True):
+        d.set_weights(weights)
+    logs = _trainer(parts, ca_noise=False, paired_loss_weight=7.0).train_step(batch)
+    assert float(logs["paired_loss"]) > 0.1  # random images: far from the real ones
+    assert float(logs["g_loss"]) - float(published["g_loss"]) == pytest.approx(
+        7.0 * float(logs["paired_loss"]), rel=1e-4
+    )
+    assert float(logs["d_loss"]) == pytest.approx(float(published["d_loss"]), rel=1e-5)
+    moved = [not np.allclose(a, b) for a, b in
+             zip(g_published, _snapshot(parts["generator"]), strict=True)]
+    assert any(moved)  # the term's gradient reaches the generator
+
+
+def test_paired_loss_weight_must_not_be_negative():
+    _, parts = _parts()
+    with pytest.raises(ValueError, match="paired_loss_weight"):
+        _trainer(parts, paired_loss_weight=-1.0)
+
+
 def test_discriminator_count_must_match_stages():
     _, parts = _parts()
     with pytest.raises(ValueError, match="one discriminator per generator stage"):
