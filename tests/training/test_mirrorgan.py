@@ -52,6 +52,20 @@ def _snapshot(model):
     return [np.array(w) for w in model.weights]
 
 
+def _published_step_and_rewind(parts, batch):
+    """One published `train_step` (c_code = mu) from the parts' weights, then those weights
+    back: its logs, the generator's weights after it and the discriminators' before it."""
+    g_start = _snapshot(parts["generator"])
+    d_start = [_snapshot(d) for d in parts["discriminators"]]
+    # c_code = mu: the conditioning-augmentation noise would differ between two steps.
+    logs = _trainer(parts, ca_noise=False).train_step(batch)
+    g_after = _snapshot(parts["generator"])
+    parts["generator"].set_weights(g_start)
+    for d, weights in zip(parts["discriminators"], d_start, strict=True):
+        d.set_weights(weights)
+    return logs, g_after, d_start
+
+
 def test_stem_and_stream_stay_bit_identical_while_generator_and_discriminators_train():
     config, parts = _parts()
     trainer = _trainer(parts)
@@ -132,15 +146,8 @@ def test_paired_loss_adds_the_centred_l1_of_every_stage_to_the_generator_loss():
     """g_loss = published g_loss + w * sum_i centred_l1(fake_i, real_i), and it trains G."""
     config, parts = _parts()
     batch = _batch(config)
-    g_start = _snapshot(parts["generator"])
-    d_start = [_snapshot(d) for d in parts["discriminators"]]
-    # c_code = mu: the conditioning-augmentation noise would differ between the two steps.
-    published = _trainer(parts, ca_noise=False).train_step(batch)
-    g_published = _snapshot(parts["generator"])
+    published, g_published, _ = _published_step_and_rewind(parts, batch)
     assert "paired_loss" not in published
-    parts["generator"].set_weights(g_start)
-    for d, weights in zip(parts["discriminators"], d_start, strict=True):
-        d.set_weights(weights)
     logs = _trainer(parts, ca_noise=False, paired_loss_weight=7.0).train_step(batch)
     assert float(logs["paired_loss"]) > 0.1  # random images: far from the real ones
     assert float(logs["g_loss"]) - float(published["g_loss"]) == pytest.approx(
@@ -218,13 +225,7 @@ def test_swap_negatives_add_the_swapped_pairs_term_to_the_discriminator_loss():
     """d_loss = published d_loss + sum_i BCE(cond_i(real, s_swapped), 0) / 3 (first step)."""
     config, parts = _parts()
     batch = _batch(config)
-    g_start = _snapshot(parts["generator"])
-    d_start = [_snapshot(d) for d in parts["discriminators"]]
-    # c_code = mu: the conditioning-augmentation noise would differ between the two steps.
-    published = _trainer(parts, ca_noise=False).train_step(batch)
-    parts["generator"].set_weights(g_start)
-    for d, weights in zip(parts["discriminators"], d_start, strict=True):
-        d.set_weights(weights)
+    published, _, d_start = _published_step_and_rewind(parts, batch)
     trainer = _trainer(parts, ca_noise=False, swap_negatives=[[3, 4], [5], [6]])
     swapped_ids = tf.where(batch["token_ids"] == 2, 5, batch["token_ids"])
     mask = tf.reduce_any(batch["token_ids"] == 2, axis=1)
