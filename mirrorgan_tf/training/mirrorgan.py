@@ -443,6 +443,8 @@ class MirrorGANTrainer(PrebuiltTrainer):
                 "gamma2": self.gamma2,
                 "gamma3": self.gamma3,
                 "seed": self.seed,
+                "ca_noise": self.ca_noise,
+                "swap_negatives": self.swap_negatives,
             }
         )
         return config

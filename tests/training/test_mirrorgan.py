@@ -165,6 +165,17 @@ def test_paired_loss_weight_must_not_be_negative():
         _trainer(parts, paired_loss_weight=-1.0)
 
 
+def test_config_round_trip_keeps_every_recipe_option():
+    _, parts = _parts()
+    options = {"caption_loss_weight": 3.0, "kl_loss_weight": 0.5, "paired_loss_weight": 7.0,
+               "ema_decay": 0.9, "ca_noise": False, "swap_negatives": [[3, 4], [5]]}
+    config = _trainer(parts, **options).get_config()
+    restored = MirrorGANTrainer.from_config(config)
+    for name, value in options.items():
+        assert getattr(restored, name) == value, name
+    assert restored.generator.get_config() == parts["generator"].get_config()
+
+
 def test_discriminator_count_must_match_stages():
     _, parts = _parts()
     with pytest.raises(ValueError, match="one discriminator per generator stage"):
