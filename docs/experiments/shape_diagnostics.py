@@ -143,6 +143,8 @@ AVX512-BF16):
         --paired-weight 100 --name paired100
     python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 6000 \
         --paired-weight 100 --g-learning-rate 1e-3 --name paired100lr
+    python docs/experiments/shape_diagnostics.py oracle --out runs/diag --steps 4000 \
+        --paired-weight 100 --g-learning-rate 1e-3 --name oraclepaired
 """
 
 from __future__ import annotations
