@@ -45,8 +45,7 @@ curve (`RUN/learning_curve.csv`) and print the score on 256 training captions at
   scenes; `stampspread`: the whole level again from the `stampcentre` run in the same
   `--out`, and `stampfreeze` the same with the stamp's drawing frozen
   (`patch_freeze_drawing`); `stamphardcentre`: `stampcentre` with a "where" map of one
-  cell (straight-through), and `stamphard`, `stamphardspread` the same at nine places,
-  from scratch or from the `stamphardcentre` run.
+  cell (straight-through).
 - `noisyd`: every discriminator input gets Gaussian noise of std 0.25 in training
   (instance noise, `patch_instance_noise`).
 - `smoothcap`: in the caption loss, STREAM re-describes the generated image blurred
@@ -336,7 +335,7 @@ def patch_stamp_generator(where: str = "gate") -> None:
     `where="convsoftmax"` (`stampsoftconv`): the same logits, a softmax over the cells
     (times 256, so that it averages 1), so that the map tends to one peak and the stamp
     draws one object whose outline is the stamp's, not the map's. `where="hard"`
-    (`stamphard*`): the same logits, and the map is one cell, the largest logit's, from the
+    (`stamphardcentre`): the same logits, and the map is one cell, the largest logit's, from the
     first step (times 16), its gradient the softmax's (straight-through: Bengio et al.,
     2013), so that the object is the stamp's alone wherever it is put.
     """
@@ -679,9 +678,7 @@ PATCHES = {
     "stampspread": lambda: patch_stamp_generator(where="conv"),
     "stampsoftconv": lambda: patch_stamp_generator(where="convsoftmax"),
     "stampfreeze": lambda: (patch_stamp_generator(where="conv"), patch_freeze_drawing()),
-    "stamphard": lambda: patch_stamp_generator(where="hard"),
     "stamphardcentre": lambda: (patch_stamp_generator(where="hard"), patch_centre_only()),
-    "stamphardspread": lambda: patch_stamp_generator(where="hard"),
     "modulated": patch_modulated_generator,
     "coord": patch_coord_generator,
     "layered": patch_layered_generator,
@@ -695,9 +692,8 @@ PATCHES = {
 
 # The experiments whose generator differs from the published one (loading needs the patch).
 GENERATOR_PATCHES = ("stamp", "stampsoftmax", "stampconv", "stampcond", "stampcentre",
-                     "stampspread", "stampfreeze", "stampsoftconv", "stamphard",
-                     "stamphardcentre", "stamphardspread", "modulated", "modcond",
-                     "coord", "twocellsmod", "layered")
+                     "stampspread", "stampfreeze", "stampsoftconv", "stamphardcentre",
+                     "modulated", "modcond", "coord", "twocellsmod", "layered")
 
 
 def first_training_captions(count: int) -> tuple[list[str], list]:
@@ -1037,7 +1033,6 @@ def main() -> None:
         PATCHES[args.experiment]()
     init = {"spread": f"{args.out}/centre", "stampspread": f"{args.out}/stampcentre",
             "stampfreeze": f"{args.out}/stampcentre",
-            "stamphardspread": f"{args.out}/stamphardcentre",
             "grow128": f"{args.out}/baseline"}.get(args.experiment)
     if args.init:
         init = f"{args.out}/{args.init}"
