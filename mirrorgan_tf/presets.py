@@ -78,6 +78,9 @@ _BASE_CONFIG: dict[str, Any] = {
         # "shapes" for the built-in dataset's shape words, or a list of word groups
         "swap_negatives": None,
         "ema_decay": 0.999,
+        # True: the generator's average warms up, decay min(ema_decay, (1 + n) / (10 + n))
+        # at update n (a recipe option); False as published
+        "ema_warmup": False,
         "damsm_learning_rate": 2e-3,
         "damsm_lr_decay_per_epoch": 0.98,
         "damsm_batch_size": 48,

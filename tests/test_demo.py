@@ -141,7 +141,13 @@ def test_run_demo_refuses_an_unknown_schedule(tmp_path):
 
 
 def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_curve(tmp_path):
-    from mirrorgan_tf.demo import DEMO_BATCH, DEMO_RECIPE, DEMO_TARGETS, run_demo
+    from mirrorgan_tf.demo import (
+        DEMO_BATCH,
+        DEMO_RECIPE,
+        DEMO_TARGETS,
+        GROWN_OVERRIDES,
+        run_demo,
+    )
 
     out = str(tmp_path / "demo")
     report = run_demo(out, scale=1e-4, num_eval=8, curve_captions=8, verbose=0, **TINY)
@@ -149,6 +155,13 @@ def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_cu
     assert report["level"] == "easy" and steps["gan_64"] == steps["gan"] == 2
     assert report["schedule"] == "demo" and report["curriculum"] is None
     assert report["recipe"] == DEMO_RECIPE
+    assert report["recipe_grown"] == {**DEMO_RECIPE, **GROWN_OVERRIDES}
+    # Each phase trained with its recipe (the preset configuration its model was saved with).
+    for phase, recipe in (("mirrorgan_64", report["recipe"]),
+                          ("mirrorgan", report["recipe_grown"])):
+        with open(os.path.join(out, phase, "model", "config.json"), encoding="utf-8") as f:
+            saved = json.load(f)["training"]
+        assert {k: saved[k] for k in recipe} == recipe, phase
     for key in ("untrained", "trained", "chance", "stream_reading_real_images"):
         assert set(DEMO_TARGETS) <= set(report[key])
     assert report["targets_met"] == {k: report["trained"][k] >= v

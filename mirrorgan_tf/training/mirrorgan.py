@@ -65,6 +65,12 @@ class MirrorGANTrainer(PrebuiltTrainer):
             the real image of its caption (DEVIATION, a recipe option for data whose caption
             nearly fixes the image, see the README; 0 = MirrorGAN as published).
         ema_decay: decay of the generator's moving average (published: 0.999).
+        ema_warmup: use decay min(ema_decay, (1 + n) / (10 + n)) at the generator's n-th
+            update, as `tf.train.ExponentialMovingAverage(num_updates=n)` does, so the average
+            spans about the last ninth of the steps until it reaches `ema_decay` (DEVIATION,
+            a recipe option: with the published constant 0.999 from step 0 the average lags
+            the live generator by thousands of steps early on, see the README). False:
+            published.
         gamma1, gamma2, gamma3: DAMSM smoothing factors, used by the DAMSM term only.
         seed: seed of the noise and conditioning-augmentation draws.
         ca_noise: sample conditioning augmentation's c_code = mu + sigma * eps, as published;
@@ -95,6 +101,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         damsm_loss_weight: float = 0.0,
         paired_loss_weight: float = 0.0,
         ema_decay: float = 0.999,
+        ema_warmup: bool = False,
         gamma1: float = 4.0,
         gamma2: float = 5.0,
         gamma3: float = 10.0,
@@ -139,6 +146,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
         self.damsm_loss_weight = float(damsm_loss_weight)
         self.paired_loss_weight = float(paired_loss_weight)
         self.ema_decay = float(ema_decay)
+        self.ema_warmup = bool(ema_warmup)
         self.gamma1, self.gamma2, self.gamma3 = float(gamma1), float(gamma2), float(gamma3)
         self.seed = seed
         self.ca_noise = bool(ca_noise)
@@ -415,6 +423,10 @@ class MirrorGANTrainer(PrebuiltTrainer):
     def _update_ema(self) -> None:
         """EMA of the generator's parameters; BatchNorm statistics are copied (published)."""
         decay = self.ema_decay
+        if self.ema_warmup:
+            # The update after the optimizer's n-th step (n >= 1 here).
+            n = tf.cast(self.g_optimizer.iterations, tf.float32)
+            decay = tf.minimum(decay, (1.0 + n) / (10.0 + n))
         trainable = {id(v) for v in self.generator.trainable_weights}
         for ema, live in zip(self.ema_generator.weights, self.generator.weights, strict=True):
             if id(live) in trainable:
@@ -439,6 +451,7 @@ class MirrorGANTrainer(PrebuiltTrainer):
                 "damsm_loss_weight": self.damsm_loss_weight,
                 "paired_loss_weight": self.paired_loss_weight,
                 "ema_decay": self.ema_decay,
+                "ema_warmup": self.ema_warmup,
                 "gamma1": self.gamma1,
                 "gamma2": self.gamma2,
                 "gamma3": self.gamma3,

@@ -718,6 +718,7 @@ def train(
             damsm_loss_weight=damsm,
             paired_loss_weight=training["paired_loss_weight"],
             ema_decay=training["ema_decay"],
+            ema_warmup=training["ema_warmup"],
             gamma1=training["damsm_gamma1"],
             gamma2=training["damsm_gamma2"],
             gamma3=training["damsm_gamma3"],

@@ -133,6 +133,24 @@ def test_moving_average_follows_the_published_update():
             np.testing.assert_array_equal(ema, live)
 
 
+def test_moving_average_warms_up_with_the_update_count():
+    """ema_warmup: decay min(ema_decay, (1 + n) / (10 + n)) at update n: 2/11, then 3/12."""
+    config, parts = _parts()
+    trainer = _trainer(parts, ema_decay=0.999, ema_warmup=True)
+    trainable = {id(v) for v in parts["generator"].trainable_weights}
+    for n in (1, 2):
+        before = _snapshot(trainer.ema_generator)
+        trainer.train_step(_batch(config))
+        decay = (1.0 + n) / (10.0 + n)
+        for old, ema, live in zip(
+            before, trainer.ema_generator.weights, parts["generator"].weights, strict=True
+        ):
+            if id(live) in trainable:
+                np.testing.assert_allclose(
+                    ema, decay * old + (1 - decay) * np.array(live), atol=1e-6
+                )
+
+
 def test_damsm_term_needs_the_image_encoder():
     _, parts = _parts()
     with pytest.raises(ValueError, match="image_encoder"):
@@ -168,7 +186,8 @@ def test_paired_loss_weight_must_not_be_negative():
 def test_config_round_trip_keeps_every_recipe_option():
     _, parts = _parts()
     options = {"caption_loss_weight": 3.0, "kl_loss_weight": 0.5, "paired_loss_weight": 7.0,
-               "ema_decay": 0.9, "ca_noise": False, "swap_negatives": [[3, 4], [5]]}
+               "ema_decay": 0.9, "ema_warmup": True, "ca_noise": False,
+               "swap_negatives": [[3, 4], [5]]}
     config = _trainer(parts, **options).get_config()
     restored = MirrorGANTrainer.from_config(config)
     for name, value in options.items():
