@@ -73,8 +73,9 @@ the unconditional and the conditional logits, BatchNorm on the statistics of eac
 as one checkpoint (`--checkpoint`) of the run `--name` holds them.
 
 `probe` names the shape, colour and position of 900 held-out captions (3 per scene) from
-the sentence feature of the STEM of `--name` (a pretrain-stem run or model folder), by a
-ridge-regression linear probe and by the 15 nearest of 6,000 training captions (cosine).
+the sentence feature of the STEM of `--name` (a pretrain-stem run or model folder; with
+`--stem-words`, from the mean of its word features), by a ridge-regression linear probe and
+by the 15 nearest of 6,000 training captions (cosine).
 
 `stemswap` pretrains a STEM as `baseline`'s (300 steps, batch 32, into `--out/--name`) with
 an extra term in DAMSM's sentence loss: for each caption naming a shape, `--swap-weight` x
@@ -98,7 +99,9 @@ And one without a GAN:
   RUN` gives the decoder, instead of the one-hot code, the sentence of one of the scene's
   captions (a new draw each step, the first caption when scored) by the STEM of a
   pretrain-stem run or model folder, as the GAN's stage 1 reads it (no forced-shapes
-  read-out then); with `--oracle`, that sentence as `oracle` patches it. `--cells centre`
+  read-out then); with `--oracle`, that sentence as `oracle` patches it; with
+  `--stem-words`, the mean of the caption's word features, rescaled to the sentence's norm
+  sqrt(nef), instead of the sentence. `--cells centre`
   or `--cells aligned` draws the scenes of `centre` or `aligned` instead; `--stage1 coord`
   gives the 64 px stage `coord`'s MLPs.
 
@@ -164,10 +167,10 @@ AVX512-BF16):
     python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 4000 \
         --paired-weight 10000 --g-learning-rate 1e-3 --name paired1e4
     python docs/experiments/shape_diagnostics.py supervised --steps 4000 --centred \
-        --stem-from runs/diag/stem [--oracle]
+        --stem-from runs/diag/stem [--oracle|--stem-words]
     python docs/experiments/shape_diagnostics.py live --out runs/diag --name paired1e4 \
         --checkpoint step-00002500 --count 128
-    python docs/experiments/shape_diagnostics.py probe --name runs/diag/stem
+    python docs/experiments/shape_diagnostics.py probe --name runs/diag/stem [--stem-words]
     mirrorgan-tf pretrain-stem --data shapes:easy --out runs/diag/stem128 --steps 300 \
         --batch-size 128 --checkpoint-every 100 --set gf_dim=16 --set df_dim=16
     python docs/experiments/shape_diagnostics.py stemswap --out runs/diag --name stem_swap10 \
@@ -761,7 +764,8 @@ def one_hot_codes(scenes) -> np.ndarray:
 
 
 def supervised(steps: int, decoder: str, object_weight: float = 10.0,
-               tone_code: bool = False, centred: bool = False, stem: str | None = None) -> None:
+               tone_code: bool = False, centred: bool = False, stem: str | None = None,
+               stem_words: bool = False) -> None:
     """The `supervised` experiment (module docstring)."""
 
     import keras
@@ -802,11 +806,20 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
         def sentences_of(dataset):
             texts = [dataset.captions(i) for i in range(len(dataset))]
             flat = [t for per_scene in texts for t in per_scene]
-            encoded = np.concatenate([
-                parts["text_encoder"](tokenizer(tf.constant(flat[k:k + 1024]))[0],
-                                      training=False)[1].numpy()
-                for k in range(0, len(flat), 1024)])
+            encoded = np.concatenate([feature(flat[k:k + 1024])
+                                      for k in range(0, len(flat), 1024)])
             return encoded.reshape(len(texts), len(texts[0]), -1)
+
+        def feature(captions):
+            token_ids = tokenizer(tf.constant(captions))[0]
+            words, sentence = parts["text_encoder"](token_ids, training=False)
+            if not stem_words:
+                return sentence.numpy()
+            # `--stem-words`: the mean of the caption's word features ([B, T, nef]), at the
+            # sentence's norm sqrt(nef) (the `shapes` preset's normalize_sentence).
+            mask = tf.cast(tf.not_equal(token_ids, 0), words.dtype)[:, :, None]
+            mean = tf.reduce_sum(words * mask, 1) / tf.reduce_sum(mask, 1)
+            return (tf.math.l2_normalize(mean, -1) * mean.shape[-1] ** 0.5).numpy()
         sentences = sentences_of(train)  # [N, captions, nef]
         codes = sentences[:, 0]
     width = codes.shape[1]
@@ -1042,9 +1055,10 @@ def live_read_out(out: str, name: str, checkpoint: str, count: int) -> None:
                           **score_model(task, captions, specs)}))
 
 
-def probe_read_out(folder: str) -> None:
+def probe_read_out(folder: str, stem_words: bool = False) -> None:
     """The `probe` read-out (module docstring): how well a linear and a 15-nearest-neighbour
-    probe name the shape, colour and position of held-out captions from STEM's sentence."""
+    probe name the shape, colour and position of held-out captions from STEM's sentence (or,
+    `stem_words`, the mean of its word features)."""
     import tensorflow as tf
 
     from mirrorgan_tf import presets
@@ -1066,10 +1080,14 @@ def probe_read_out(folder: str) -> None:
         data = ShapesDataset(split, num_images=scenes, image_size=64, num_stages=1,
                              level="easy")
         texts = [c for i in range(len(data)) for c in data.captions(i)[:3]]
-        sentences = np.concatenate([
-            parts["text_encoder"](tokenizer(tf.constant(texts[k:k + 1024]))[0],
-                                  training=False)[1].numpy()
-            for k in range(0, len(texts), 1024)])
+        features = []
+        for k in range(0, len(texts), 1024):
+            token_ids = tokenizer(tf.constant(texts[k:k + 1024]))[0]
+            words, sentence = parts["text_encoder"](token_ids, training=False)
+            mask = tf.cast(tf.not_equal(token_ids, 0), words.dtype)[:, :, None]
+            features.append((tf.reduce_sum(words * mask, 1) / tf.reduce_sum(mask, 1)).numpy()
+                            if stem_words else sentence.numpy())
+        sentences = np.concatenate(features)
         firsts = [parse_caption(t).shapes[0] for t in texts]
         labels = {"shape": [SHAPES.index(f.shape) for f in firsts],
                   "colour": [list(COLOURS).index(f.colour) for f in firsts],
@@ -1185,6 +1203,9 @@ def main() -> None:
                         help="`live`: held-out captions to score")
     parser.add_argument("--swap-weight", type=float, default=10.0,
                         help="`stemswap`: the weight of the swapped-caption term")
+    parser.add_argument("--stem-words", action="store_true",
+                        help="`supervised --stem-from`, `probe`: the mean of STEM's word "
+                             "features (rescaled to the sentence's norm) instead of its sentence")
     parser.add_argument("--oracle", action="store_true",
                         help="`supervised --stem-from`: STEM's sentence as in `oracle`")
     args = parser.parse_args()
@@ -1201,7 +1222,7 @@ def main() -> None:
         live_read_out(args.out, args.name, args.checkpoint, args.count)
         return
     if args.experiment == "probe":
-        probe_read_out(args.name)
+        probe_read_out(args.name, args.stem_words)
         return
     if args.experiment == "stemswap":
         from mirrorgan_tf.training import run
@@ -1219,7 +1240,7 @@ def main() -> None:
         if args.oracle:
             patch_oracle_sentence()
         supervised(args.steps, args.decoder, args.object_weight, args.tone_code, args.centred,
-                   args.stem_from)
+                   args.stem_from, args.stem_words)
         return
 
     from mirrorgan_tf.evaluation.shapes_score import score_model
