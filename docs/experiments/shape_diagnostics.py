@@ -793,7 +793,7 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
     codes = codes_for(scenes, images)
     sentences = None
     if stem is not None:
-        # `--code stem`: the decoder reads STEM's sentence of one of the scene's captions
+        # `--stem-from`: the decoder reads STEM's sentence of one of the scene's captions
         # (a new draw each step; the first caption when scored), as the GAN's stage 1 does.
         from mirrorgan_tf import presets
         from mirrorgan_tf.data.tokenizer import Tokenizer
@@ -802,13 +802,6 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
         parts = presets.from_preset(resolve_preset(stem), components=["text_encoder"])
         tokenizer = Tokenizer.from_vocabulary_file(parts["vocabulary_path"],
                                                    parts["config"]["words_num"])
-
-        def sentences_of(dataset):
-            texts = [dataset.captions(i) for i in range(len(dataset))]
-            flat = [t for per_scene in texts for t in per_scene]
-            encoded = np.concatenate([feature(flat[k:k + 1024])
-                                      for k in range(0, len(flat), 1024)])
-            return encoded.reshape(len(texts), len(texts[0]), -1)
 
         def feature(captions):
             token_ids = tokenizer(tf.constant(captions))[0]
@@ -820,6 +813,14 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
             mask = tf.cast(tf.not_equal(token_ids, 0), words.dtype)[:, :, None]
             mean = tf.reduce_sum(words * mask, 1) / tf.reduce_sum(mask, 1)
             return (tf.math.l2_normalize(mean, -1) * mean.shape[-1] ** 0.5).numpy()
+
+        def sentences_of(dataset):
+            texts = [dataset.captions(i) for i in range(len(dataset))]
+            flat = [t for per_scene in texts for t in per_scene]
+            encoded = np.concatenate([feature(flat[k:k + 1024])
+                                      for k in range(0, len(flat), 1024)])
+            return encoded.reshape(len(texts), len(texts[0]), -1)
+
         sentences = sentences_of(train)  # [N, captions, nef]
         codes = sentences[:, 0]
     width = codes.shape[1]
