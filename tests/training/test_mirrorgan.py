@@ -118,37 +118,35 @@ def test_generator_loss_is_the_published_sum_of_terms():
     )
 
 
-def test_moving_average_follows_the_published_update():
-    config, parts = _parts()
-    trainer = _trainer(parts, ema_decay=0.75)
+def _step_and_check_moving_average(trainer, parts, batch, decay):
+    """One `train_step`; then each trainable EMA weight is decay * before + (1 - decay) * live
+    and each other one (BatchNorm statistics) a copy of the live one."""
     before = _snapshot(trainer.ema_generator)
-    trainer.train_step(_batch(config))
+    trainer.train_step(batch)
     trainable = {id(v) for v in parts["generator"].trainable_weights}
     for old, ema, live in zip(
         before, trainer.ema_generator.weights, parts["generator"].weights, strict=True
     ):
         if id(live) in trainable:
-            np.testing.assert_allclose(ema, 0.75 * old + 0.25 * np.array(live), atol=1e-6)
+            np.testing.assert_allclose(
+                ema, decay * old + (1 - decay) * np.array(live), atol=1e-6
+            )
         else:  # BatchNorm statistics are copied, as the published code copies buffers
             np.testing.assert_array_equal(ema, live)
+
+
+def test_moving_average_follows_the_published_update():
+    config, parts = _parts()
+    trainer = _trainer(parts, ema_decay=0.75)
+    _step_and_check_moving_average(trainer, parts, _batch(config), 0.75)
 
 
 def test_moving_average_warms_up_with_the_update_count():
     """ema_warmup: decay min(ema_decay, (1 + n) / (10 + n)) at update n: 2/11, then 3/12."""
     config, parts = _parts()
     trainer = _trainer(parts, ema_decay=0.999, ema_warmup=True)
-    trainable = {id(v) for v in parts["generator"].trainable_weights}
     for n in (1, 2):
-        before = _snapshot(trainer.ema_generator)
-        trainer.train_step(_batch(config))
-        decay = (1.0 + n) / (10.0 + n)
-        for old, ema, live in zip(
-            before, trainer.ema_generator.weights, parts["generator"].weights, strict=True
-        ):
-            if id(live) in trainable:
-                np.testing.assert_allclose(
-                    ema, decay * old + (1 - decay) * np.array(live), atol=1e-6
-                )
+        _step_and_check_moving_average(trainer, parts, _batch(config), (1.0 + n) / (10.0 + n))
 
 
 def test_damsm_term_needs_the_image_encoder():
