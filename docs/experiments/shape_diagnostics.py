@@ -763,6 +763,33 @@ def one_hot_codes(scenes) -> np.ndarray:
     return codes
 
 
+def stem_features(folder: str, words: bool = False):
+    """A function of captions -> [N, nef] numpy features by the STEM of a pretrain-stem run or
+    model folder: its sentence feature, or (`words`) the mean of its word features."""
+    import tensorflow as tf
+
+    from mirrorgan_tf import presets
+    from mirrorgan_tf.data.tokenizer import Tokenizer
+    from mirrorgan_tf.task import resolve_preset
+
+    parts = presets.from_preset(resolve_preset(folder), components=["text_encoder"])
+    tokenizer = Tokenizer.from_vocabulary_file(parts["vocabulary_path"],
+                                               parts["config"]["words_num"])
+
+    def features(captions) -> np.ndarray:
+        chunks = []
+        for k in range(0, len(captions), 1024):
+            token_ids = tokenizer(tf.constant(captions[k:k + 1024]))[0]
+            word_features, sentence = parts["text_encoder"](token_ids, training=False)
+            if words:  # [B, T, nef]: the mean over the caption's words
+                mask = tf.cast(tf.not_equal(token_ids, 0), word_features.dtype)[:, :, None]
+                sentence = tf.reduce_sum(word_features * mask, 1) / tf.reduce_sum(mask, 1)
+            chunks.append(sentence.numpy())
+        return np.concatenate(chunks)
+
+    return features
+
+
 def supervised(steps: int, decoder: str, object_weight: float = 10.0,
                tone_code: bool = False, centred: bool = False, stem: str | None = None,
                stem_words: bool = False) -> None:
@@ -795,31 +822,15 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
     if stem is not None:
         # `--stem-from`: the decoder reads STEM's sentence of one of the scene's captions
         # (a new draw each step; the first caption when scored), as the GAN's stage 1 does.
-        from mirrorgan_tf import presets
-        from mirrorgan_tf.data.tokenizer import Tokenizer
-        from mirrorgan_tf.task import resolve_preset
-
-        parts = presets.from_preset(resolve_preset(stem), components=["text_encoder"])
-        tokenizer = Tokenizer.from_vocabulary_file(parts["vocabulary_path"],
-                                                   parts["config"]["words_num"])
-
-        def feature(captions):
-            token_ids = tokenizer(tf.constant(captions))[0]
-            words, sentence = parts["text_encoder"](token_ids, training=False)
-            if not stem_words:
-                return sentence.numpy()
-            # `--stem-words`: the mean of the caption's word features ([B, T, nef]), at the
-            # sentence's norm sqrt(nef) (the `shapes` preset's normalize_sentence).
-            mask = tf.cast(tf.not_equal(token_ids, 0), words.dtype)[:, :, None]
-            mean = tf.reduce_sum(words * mask, 1) / tf.reduce_sum(mask, 1)
-            return (tf.math.l2_normalize(mean, -1) * mean.shape[-1] ** 0.5).numpy()
+        read = stem_features(stem, stem_words)
 
         def sentences_of(dataset):
             texts = [dataset.captions(i) for i in range(len(dataset))]
-            flat = [t for per_scene in texts for t in per_scene]
-            encoded = np.concatenate([feature(flat[k:k + 1024])
-                                      for k in range(0, len(flat), 1024)])
-            return encoded.reshape(len(texts), len(texts[0]), -1)
+            features = read([t for per_scene in texts for t in per_scene])
+            if stem_words:  # at the sentence's norm sqrt(nef) (`normalize_sentence`)
+                features *= features.shape[1] ** 0.5 / np.linalg.norm(features, axis=1,
+                                                                        keepdims=True)
+            return features.reshape(len(texts), len(texts[0]), -1)
 
         sentences = sentences_of(train)  # [N, captions, nef]
         codes = sentences[:, 0]
@@ -1060,9 +1071,6 @@ def probe_read_out(folder: str, stem_words: bool = False) -> None:
     """The `probe` read-out (module docstring): how well a linear and a 15-nearest-neighbour
     probe name the shape, colour and position of held-out captions from STEM's sentence (or,
     `stem_words`, the mean of its word features)."""
-    import tensorflow as tf
-
-    from mirrorgan_tf import presets
     from mirrorgan_tf.data.shapes import (
         COLOURS,
         POSITIONS,
@@ -1070,25 +1078,14 @@ def probe_read_out(folder: str, stem_words: bool = False) -> None:
         ShapesDataset,
         parse_caption,
     )
-    from mirrorgan_tf.data.tokenizer import Tokenizer
-    from mirrorgan_tf.task import resolve_preset
 
-    parts = presets.from_preset(resolve_preset(folder), components=["text_encoder"])
-    tokenizer = Tokenizer.from_vocabulary_file(parts["vocabulary_path"],
-                                               parts["config"]["words_num"])
+    read = stem_features(folder, stem_words)
 
     def encoded(split: str, scenes: int):
         data = ShapesDataset(split, num_images=scenes, image_size=64, num_stages=1,
                              level="easy")
         texts = [c for i in range(len(data)) for c in data.captions(i)[:3]]
-        features = []
-        for k in range(0, len(texts), 1024):
-            token_ids = tokenizer(tf.constant(texts[k:k + 1024]))[0]
-            words, sentence = parts["text_encoder"](token_ids, training=False)
-            mask = tf.cast(tf.not_equal(token_ids, 0), words.dtype)[:, :, None]
-            features.append((tf.reduce_sum(words * mask, 1) / tf.reduce_sum(mask, 1)).numpy()
-                            if stem_words else sentence.numpy())
-        sentences = np.concatenate(features)
+        sentences = read(texts)
         firsts = [parse_caption(t).shapes[0] for t in texts]
         labels = {"shape": [SHAPES.index(f.shape) for f in firsts],
                   "colour": [list(COLOURS).index(f.colour) for f in firsts],
