@@ -1,4 +1,7 @@
-"""Diagnostics of why the 64 px stage does not draw the caption's shape (README, "The demo").
+"""Diagnostics of why the 64 px stage does not draw the caption's shape.
+
+What they measured is in `docs/experiments/shape_experiments.md` (summed up in the README,
+"The demo").
 
 Not part of the package: experiments of 2026-12-06, kept so that their numbers can be
 reproduced. The GAN experiments train the demo's 64 px phase (GF 16, DF 16, batch 16,
@@ -74,8 +77,9 @@ as one checkpoint (`--checkpoint`) of the run `--name` holds them.
 
 `probe` names the shape, colour and position of 900 held-out captions (3 per scene) from
 the sentence feature of the STEM of `--name` (a pretrain-stem run or model folder; with
-`--stem-words`, from the mean of its word features), by a ridge-regression linear probe and
-by the 15 nearest of 6,000 training captions (cosine).
+`--stem-words`, from the mean of its word features; with `--whiten`, PCA-whitened by the
+training captions' mean and covariance), by a ridge-regression linear probe and by the 15
+nearest of 6,000 training captions (cosine).
 
 `stemswap` pretrains a STEM as `baseline`'s (300 steps, batch 32, into `--out/--name`) with
 an extra term in DAMSM's sentence loss: for each caption naming a shape, `--swap-weight` x
@@ -101,7 +105,8 @@ And one without a GAN:
   pretrain-stem run or model folder, as the GAN's stage 1 reads it (no forced-shapes
   read-out then); with `--oracle`, that sentence as `oracle` patches it; with
   `--stem-words`, the mean of the caption's word features, rescaled to the sentence's norm
-  sqrt(nef), instead of the sentence. `--cells centre`
+  sqrt(nef), instead of the sentence; with `--whiten`, either PCA-whitened by the training
+  captions' mean and covariance (`stem_features`). `--cells centre`
   or `--cells aligned` draws the scenes of `centre` or `aligned` instead; `--stage1 coord`
   gives the 64 px stage `coord`'s MLPs.
 
@@ -167,10 +172,11 @@ AVX512-BF16):
     python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 4000 \
         --paired-weight 10000 --g-learning-rate 1e-3 --name paired1e4
     python docs/experiments/shape_diagnostics.py supervised --steps 4000 --centred \
-        --stem-from runs/diag/stem [--oracle|--stem-words]
+        --stem-from runs/diag/stem [--oracle|--stem-words] [--whiten]
     python docs/experiments/shape_diagnostics.py live --out runs/diag --name paired1e4 \
         --checkpoint step-00002500 --count 128
-    python docs/experiments/shape_diagnostics.py probe --name runs/diag/stem [--stem-words]
+    python docs/experiments/shape_diagnostics.py probe --name runs/diag/stem [--stem-words] \
+        [--whiten]
     mirrorgan-tf pretrain-stem --data shapes:easy --out runs/diag/stem128 --steps 300 \
         --batch-size 128 --checkpoint-every 100 --set gf_dim=16 --set df_dim=16
     python docs/experiments/shape_diagnostics.py stemswap --out runs/diag --name stem_swap10 \
@@ -763,9 +769,13 @@ def one_hot_codes(scenes) -> np.ndarray:
     return codes
 
 
-def stem_features(folder: str, words: bool = False):
+def stem_features(folder: str, words: bool = False, whiten: bool = False):
     """A function of captions -> [N, nef] numpy features by the STEM of a pretrain-stem run or
-    model folder: its sentence feature, or (`words`) the mean of its word features."""
+    model folder: its sentence feature, or (`words`) the mean of its word features.
+
+    `whiten`: the features are PCA-whitened with the mean and covariance of the captions of
+    the first `features` call (the training captions), each direction at unit variance, so
+    a faint direction (the shape's) counts as much as a strong one (the place's)."""
     import tensorflow as tf
 
     from mirrorgan_tf import presets
@@ -785,14 +795,23 @@ def stem_features(folder: str, words: bool = False):
                 mask = tf.cast(tf.not_equal(token_ids, 0), word_features.dtype)[:, :, None]
                 sentence = tf.reduce_sum(word_features * mask, 1) / tf.reduce_sum(mask, 1)
             chunks.append(sentence.numpy())
-        return np.concatenate(chunks)
+        out = np.concatenate(chunks)
+        if not whiten:
+            return out
+        if not statistics:
+            values, vectors = np.linalg.eigh(np.cov(out, rowvar=False))
+            floor = 1e-4 * values.max()  # directions with no variance stay at zero
+            scale = np.where(values > floor, 1 / np.sqrt(np.maximum(values, floor)), 0.0)
+            statistics.update(mean=out.mean(0), map=vectors * scale)
+        return ((out - statistics["mean"]) @ statistics["map"]).astype(np.float32)
 
+    statistics: dict = {}
     return features
 
 
 def supervised(steps: int, decoder: str, object_weight: float = 10.0,
                tone_code: bool = False, centred: bool = False, stem: str | None = None,
-               stem_words: bool = False) -> None:
+               stem_words: bool = False, whiten: bool = False) -> None:
     """The `supervised` experiment (module docstring)."""
 
     import keras
@@ -822,12 +841,12 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
     if stem is not None:
         # `--stem-from`: the decoder reads STEM's sentence of one of the scene's captions
         # (a new draw each step; the first caption when scored), as the GAN's stage 1 does.
-        read = stem_features(stem, stem_words)
+        read = stem_features(stem, stem_words, whiten)
 
         def sentences_of(dataset):
             texts = [dataset.captions(i) for i in range(len(dataset))]
             features = read([t for per_scene in texts for t in per_scene])
-            if stem_words:  # at the sentence's norm sqrt(nef) (`normalize_sentence`)
+            if stem_words and not whiten:  # the sentence's norm sqrt(nef) (`normalize_sentence`)
                 features *= features.shape[1] ** 0.5 / np.linalg.norm(features, axis=1,
                                                                         keepdims=True)
             return features.reshape(len(texts), len(texts[0]), -1)
@@ -1067,7 +1086,7 @@ def live_read_out(out: str, name: str, checkpoint: str, count: int) -> None:
                           **score_model(task, captions, specs)}))
 
 
-def probe_read_out(folder: str, stem_words: bool = False) -> None:
+def probe_read_out(folder: str, stem_words: bool = False, whiten: bool = False) -> None:
     """The `probe` read-out (module docstring): how well a linear and a 15-nearest-neighbour
     probe name the shape, colour and position of held-out captions from STEM's sentence (or,
     `stem_words`, the mean of its word features)."""
@@ -1079,7 +1098,7 @@ def probe_read_out(folder: str, stem_words: bool = False) -> None:
         parse_caption,
     )
 
-    read = stem_features(folder, stem_words)
+    read = stem_features(folder, stem_words, whiten)
 
     def encoded(split: str, scenes: int):
         data = ShapesDataset(split, num_images=scenes, image_size=64, num_stages=1,
@@ -1112,7 +1131,7 @@ def probe_read_out(folder: str, stem_words: bool = False) -> None:
                           for row in neighbours])
         result[attribute] = {"linear": round(float((linear == test_y[attribute]).mean()), 3),
                              "nearest_15": round(float((votes == test_y[attribute]).mean()), 3)}
-    print(json.dumps({"stem": folder, **result}))
+    print(json.dumps({"stem": folder, "words": stem_words, "whiten": whiten, **result}))
 
 
 def patch_damsm_swaps(weight: float) -> None:
@@ -1204,6 +1223,9 @@ def main() -> None:
     parser.add_argument("--stem-words", action="store_true",
                         help="`supervised --stem-from`, `probe`: the mean of STEM's word "
                              "features (rescaled to the sentence's norm) instead of its sentence")
+    parser.add_argument("--whiten", action="store_true",
+                        help="`supervised --stem-from`, `probe`: STEM's features PCA-whitened "
+                             "with the training captions' statistics")
     parser.add_argument("--oracle", action="store_true",
                         help="`supervised --stem-from`: STEM's sentence as in `oracle`")
     args = parser.parse_args()
@@ -1220,7 +1242,7 @@ def main() -> None:
         live_read_out(args.out, args.name, args.checkpoint, args.count)
         return
     if args.experiment == "probe":
-        probe_read_out(args.name, args.stem_words)
+        probe_read_out(args.name, args.stem_words, args.whiten)
         return
     if args.experiment == "stemswap":
         from mirrorgan_tf.training import run
@@ -1238,7 +1260,7 @@ def main() -> None:
         if args.oracle:
             patch_oracle_sentence()
         supervised(args.steps, args.decoder, args.object_weight, args.tone_code, args.centred,
-                   args.stem_from, args.stem_words)
+                   args.stem_from, args.stem_words, args.whiten)
         return
 
     from mirrorgan_tf.evaluation.shapes_score import score_model
