@@ -7,9 +7,9 @@ and prints the shapes consistency score (per attribute, read from the pixels by
 untrained generator's score, chance and the targets. A `Schedule` says what it trains:
 `SCHEDULES["demo"]` (`make demo`) trains every phase on one level of the dataset
 (`DEMO_LEVEL`, `easy`: one large shape on a plain background), `SCHEDULES["ship"]` (`make
-shipped-model`, the model of `saved_models/shapes`) trains longer and ends on the whole
-distribution (`full`), its 64 px phase starting on the easier levels. The scores are on the
-held-out captions of the level the schedule ends on.
+shipped-model`, the model of `saved_models/shapes`) trains longer on the whole distribution
+(`full`), its STREAM starting on the easiest level. The scores are on the held-out captions
+of the level the schedule ends on.
 
 MirrorGAN is trained progressively: first its 64 px stage alone (with the 64 px
 discriminator and STREAM on the 64 px image), then all three stages, the lower one grown from
@@ -73,8 +73,6 @@ DEMO_RECIPE: dict[str, Any] = {"ca_noise": False, "ema_decay": 0.999, "ema_warmu
 # it followed the live weights of its first steps and lost colour (0.891 after 100 steps,
 # 0.977 without, README "The demo").
 GROWN_OVERRIDES: dict[str, Any] = {"ema_warmup": False}
-# The recipe `saved_models/shapes` was trained with (before the paired loss).
-SHIP_RECIPE: dict[str, Any] = {"ca_noise": False, "ema_decay": 0.999}
 DEMO_EVAL_CAPTIONS = 256  # scored at the end
 DEMO_CURVE_CAPTIONS = 128  # per learning-curve point
 # What the demo is to reach at 256 px on its level's held-out captions.
@@ -93,12 +91,13 @@ class Schedule:
         targets: what the trained model is to reach at 256 px, per attribute.
         curriculum: levels the 64 px phase moves through before `level`, as
             `LEVEL:STEPS,...` at scale 1 (`train(curriculum=...)`); None trains on `level`.
+        stream_curriculum: the same for STREAM's pretraining (`pretrain_stream`).
         recipe: preset `training` overrides of both GAN phases (the grown one with
             `GROWN_OVERRIDES` on top).
 
     Example:
-        >>> SCHEDULES["ship"].level, SCHEDULES["ship"].curriculum
-        ('full', 'easy:3000,medium:3000')
+        >>> SCHEDULES["ship"].level, SCHEDULES["ship"].stream_curriculum
+        ('full', 'easy:3000')
     """
 
     level: str
@@ -106,6 +105,7 @@ class Schedule:
     chunks: dict[str, int]
     targets: dict[str, float]
     curriculum: str | None = None
+    stream_curriculum: str | None = None
     recipe: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEMO_RECIPE))
 
 
@@ -113,19 +113,19 @@ SCHEDULES: dict[str, Schedule] = {
     # `make demo`: 20 minutes on 2 CPU cores, the easiest level.
     "demo": Schedule(DEMO_LEVEL, DEMO_STEPS, DEMO_CHUNKS, DEMO_TARGETS),
     # `make shipped-model`: the model of `saved_models/shapes`, trained for the whole
-    # distribution (`full`) in about 70 minutes on 2 AVX512-BF16 cores (about 2-2.5 hours
-    # on AVX2 alone). The demo's widths and `SHIP_RECIPE` (the demo's recipe before the
-    # paired loss); STEM and STREAM train longer on the harder captions, and the 64 px
-    # phase starts on `easy` (where colour and position are learnt in a few thousand steps,
-    # README "The demo") and `medium` before `full`. Its last 10,000 steps added colour
-    # +0.04 and position +0.05 (README, "The shipped model").
+    # distribution (`full`) in about 75 minutes on 2 AVX512-BF16 cores (about 2-2.5 hours
+    # on AVX2 alone), with the demo's widths and recipe. STEM trains longer on the harder
+    # captions; STREAM reads them best after 3,000 steps on `easy` and 3,000 on `full`
+    # (shape 0.45 on real `full` images against 0.27-0.37 after 3,000-9,000 on `full`
+    # alone); the 64 px phase trains on `full` from the start (colour and size came sooner
+    # than after `easy` and `medium` steps); the grown stages train 200 steps (they lose
+    # size as they train, as in the demo). README, "The shipped model".
     "ship": Schedule(
         "full",
-        {"stem": 500, "stream": 3000, "gan_64": 24000, "gan": 400},
+        {"stem": 500, "stream": 6000, "gan_64": 24000, "gan": 200},
         {"stem": 5, "stream": 6, "gan_64": 24, "gan": 4},
         {"colour": 0.85, "shape": 0.6, "size": 0.8, "position": 0.8},
-        curriculum="easy:3000,medium:3000",
-        recipe=SHIP_RECIPE,
+        stream_curriculum="easy:3000",
     ),
 }
 # What `saved_models/shapes` ships: enough to generate, caption, export and fine-tune from
@@ -222,7 +222,7 @@ def _scaled_curriculum(
     Args:
         curriculum: `LEVEL:STEPS,...` at scale 1, or None.
         scale: multiplies every count; each is rounded to a multiple of `every` (at least one).
-        every: the 64 px phase's checkpoint interval.
+        every: the phase's checkpoint interval.
         level: the level trained until the phase's last step.
 
     Example:
@@ -279,6 +279,7 @@ def run_demo(
     steps = {k: max(2, int(round(v * scale))) for k, v in plan.steps.items()}
     every = {k: max(1, v // plan.chunks[k]) for k, v in steps.items()}
     curriculum = _scaled_curriculum(plan.curriculum, scale, every["gan_64"], level)
+    stream_curriculum = _scaled_curriculum(plan.stream_curriculum, scale, every["stream"], level)
     timings = {}
     data = f"shapes:{level}"
     training = overrides.pop("training", {})
@@ -296,10 +297,12 @@ def run_demo(
     timings["stem_seconds"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
-    print(f"[2/5] STREAM (captioner) pretraining on {data}: {steps['stream']} steps")
+    print(f"[2/5] STREAM (captioner) pretraining on {data}: {steps['stream']} steps"
+          + (f", levels {stream_curriculum}" if stream_curriculum else ""))
     stream = run.pretrain_stream(out=os.path.join(out, "stream"), steps=steps["stream"],
                                  batch_size=DEMO_BATCH["stream"],
-                                 checkpoint_every=every["stream"], trunk_from=stem, **common)
+                                 checkpoint_every=every["stream"], trunk_from=stem,
+                                 curriculum=stream_curriculum, **common)
     timings["stream_seconds"] = round(time.perf_counter() - start, 1)
 
     captions, specs = held_out_captions(num_eval, seed, level)
@@ -358,6 +361,7 @@ def run_demo(
         "level": level,
         "steps": steps,
         "curriculum": curriculum,
+        "stream_curriculum": stream_curriculum,
         "recipe": gan_common["training"],
         "recipe_grown": grown_training,
         "timings": timings,
