@@ -73,7 +73,8 @@ the unconditional and the conditional logits, BatchNorm on the statistics of eac
 16 as in training; `--figure` draws six scenes of each kind with their conditional reading.
 
 `live` scores, on `--count` held-out captions, the live generator and its moving average
-as one checkpoint (`--checkpoint`) of the run `--name` holds them.
+as one checkpoint (`--checkpoint`) of the run `--name` holds them (`--oracle` for a run of
+`oracle`, whose generator reads the patched sentence).
 
 `probe` names the shape, colour and position of 900 held-out captions (3 per scene) from
 the sentence feature of the STEM of `--name` (a pretrain-stem run or model folder; with
@@ -171,6 +172,10 @@ AVX512-BF16):
         --paired-weight 100 --g-learning-rate 1e-3 --name oraclepaired
     python docs/experiments/shape_diagnostics.py baseline --out runs/diag --steps 4000 \
         --paired-weight 10000 --g-learning-rate 1e-3 --name paired1e4
+    python docs/experiments/shape_diagnostics.py oracle --out runs/diag --steps 8000 \
+        --paired-weight 10000 --g-learning-rate 1e-3 --ema-warmup --name oracle1e4
+    python docs/experiments/shape_diagnostics.py live --out runs/diag --name oracle1e4 \
+        --checkpoint step-00008000 --count 256 --oracle
     python docs/experiments/shape_diagnostics.py supervised --steps 4000 --centred \
         --stem-from runs/diag/stem [--oracle|--stem-words] [--whiten]
     python docs/experiments/shape_diagnostics.py live --out runs/diag --name paired1e4 \
@@ -1227,7 +1232,8 @@ def main() -> None:
                         help="`supervised --stem-from`, `probe`: STEM's features PCA-whitened "
                              "with the training captions' statistics")
     parser.add_argument("--oracle", action="store_true",
-                        help="`supervised --stem-from`: STEM's sentence as in `oracle`")
+                        help="`supervised --stem-from`, `live`: STEM's sentence as in `oracle` "
+                             "(`live` of an `oracle` run needs it)")
     args = parser.parse_args()
     if args.experiment == "places":
         places(args.out, args.name.split(","))
@@ -1239,6 +1245,8 @@ def main() -> None:
         critic_read_out(args.out, args.name, args.figure)
         return
     if args.experiment == "live":
+        if args.oracle:  # a run of `oracle`: its generator reads the patched sentence
+            patch_oracle_sentence()
         live_read_out(args.out, args.name, args.checkpoint, args.count)
         return
     if args.experiment == "probe":
