@@ -106,8 +106,9 @@ And one without a GAN:
   pretrain-stem run or model folder, as the GAN's stage 1 reads it (no forced-shapes
   read-out then); with `--oracle`, that sentence as `oracle` patches it; with
   `--stem-words`, the mean of the caption's word features, rescaled to the sentence's norm
-  sqrt(nef), instead of the sentence; with `--whiten`, either PCA-whitened by the training
-  captions' mean and covariance (`stem_features`). `--cells centre`
+  sqrt(nef), instead of the sentence; with `--stem-embeddings`, the mean of its word
+  embeddings (a bag of words, rescaled to norm sqrt(300)); with `--whiten`, any of them
+  PCA-whitened by the training captions' mean and covariance (`stem_features`). `--cells centre`
   or `--cells aligned` draws the scenes of `centre` or `aligned` instead; `--stage1 coord`
   gives the 64 px stage `coord`'s MLPs.
 
@@ -177,7 +178,7 @@ AVX512-BF16):
     python docs/experiments/shape_diagnostics.py live --out runs/diag --name oracle1e4 \
         --checkpoint step-00008000 --count 256 --oracle
     python docs/experiments/shape_diagnostics.py supervised --steps 4000 --centred \
-        --stem-from runs/diag/stem [--oracle|--stem-words] [--whiten]
+        --stem-from runs/diag/stem [--oracle|--stem-words|--stem-embeddings] [--whiten]
     python docs/experiments/shape_diagnostics.py live --out runs/diag --name paired1e4 \
         --checkpoint step-00002500 --count 128
     python docs/experiments/shape_diagnostics.py probe --name runs/diag/stem [--stem-words] \
@@ -774,9 +775,12 @@ def one_hot_codes(scenes) -> np.ndarray:
     return codes
 
 
-def stem_features(folder: str, words: bool = False, whiten: bool = False):
+def stem_features(folder: str, words: bool = False, whiten: bool = False,
+                  embeddings: bool = False):
     """A function of captions -> [N, nef] numpy features by the STEM of a pretrain-stem run or
-    model folder: its sentence feature, or (`words`) the mean of its word features.
+    model folder: its sentence feature, or (`words`) the mean of its word features, or
+    (`embeddings`) the mean of its word embeddings (the LSTM's inputs, [N, 300]: a bag of
+    words).
 
     `whiten`: the features are PCA-whitened with the mean and covariance of the captions of
     the first `features` call (the training captions), each direction at unit variance, so
@@ -796,7 +800,9 @@ def stem_features(folder: str, words: bool = False, whiten: bool = False):
         for k in range(0, len(captions), 1024):
             token_ids = tokenizer(tf.constant(captions[k:k + 1024]))[0]
             word_features, sentence = parts["text_encoder"](token_ids, training=False)
-            if words:  # [B, T, nef]: the mean over the caption's words
+            if embeddings:
+                word_features = parts["text_encoder"].embedding(token_ids)
+            if words or embeddings:  # [B, T, D]: the mean over the caption's words
                 mask = tf.cast(tf.not_equal(token_ids, 0), word_features.dtype)[:, :, None]
                 sentence = tf.reduce_sum(word_features * mask, 1) / tf.reduce_sum(mask, 1)
             chunks.append(sentence.numpy())
@@ -816,7 +822,8 @@ def stem_features(folder: str, words: bool = False, whiten: bool = False):
 
 def supervised(steps: int, decoder: str, object_weight: float = 10.0,
                tone_code: bool = False, centred: bool = False, stem: str | None = None,
-               stem_words: bool = False, whiten: bool = False) -> None:
+               stem_words: bool = False, whiten: bool = False,
+               stem_embeddings: bool = False) -> None:
     """The `supervised` experiment (module docstring)."""
 
     import keras
@@ -846,12 +853,13 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
     if stem is not None:
         # `--stem-from`: the decoder reads STEM's sentence of one of the scene's captions
         # (a new draw each step; the first caption when scored), as the GAN's stage 1 does.
-        read = stem_features(stem, stem_words, whiten)
+        read = stem_features(stem, stem_words, whiten, stem_embeddings)
 
         def sentences_of(dataset):
             texts = [dataset.captions(i) for i in range(len(dataset))]
             features = read([t for per_scene in texts for t in per_scene])
-            if stem_words and not whiten:  # the sentence's norm sqrt(nef) (`normalize_sentence`)
+            # At norm sqrt(width), as `normalize_sentence` puts the sentence at sqrt(nef).
+            if (stem_words or stem_embeddings) and not whiten:
                 features *= features.shape[1] ** 0.5 / np.linalg.norm(features, axis=1,
                                                                         keepdims=True)
             return features.reshape(len(texts), len(texts[0]), -1)
@@ -1228,6 +1236,9 @@ def main() -> None:
     parser.add_argument("--stem-words", action="store_true",
                         help="`supervised --stem-from`, `probe`: the mean of STEM's word "
                              "features (rescaled to the sentence's norm) instead of its sentence")
+    parser.add_argument("--stem-embeddings", action="store_true",
+                        help="`supervised --stem-from`: the mean of STEM's word embeddings (a "
+                             "bag of words, rescaled to norm sqrt(300)) instead of its sentence")
     parser.add_argument("--whiten", action="store_true",
                         help="`supervised --stem-from`, `probe`: STEM's features PCA-whitened "
                              "with the training captions' statistics")
@@ -1268,7 +1279,7 @@ def main() -> None:
         if args.oracle:
             patch_oracle_sentence()
         supervised(args.steps, args.decoder, args.object_weight, args.tone_code, args.centred,
-                   args.stem_from, args.stem_words, args.whiten)
+                   args.stem_from, args.stem_words, args.whiten, args.stem_embeddings)
         return
 
     from mirrorgan_tf.evaluation.shapes_score import score_model
