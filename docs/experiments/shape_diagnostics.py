@@ -107,10 +107,10 @@ And one without a GAN:
   read-out then); with `--oracle`, that sentence as `oracle` patches it; with
   `--stem-words`, the mean of the caption's word features, rescaled to the sentence's norm
   sqrt(nef), instead of the sentence; with `--stem-embeddings`, the mean of its word
-  embeddings (a bag of words, rescaled to norm sqrt(300)); with `--whiten`, any of them
-  PCA-whitened by the training captions' mean and covariance (`stem_features`). `--cells centre`
-  or `--cells aligned` draws the scenes of `centre` or `aligned` instead; `--stage1 coord`
-  gives the 64 px stage `coord`'s MLPs.
+  embeddings (a bag of words; `embedding_dim` 64 in `shapes`, rescaled to norm 8 as well);
+  with `--whiten`, any of them PCA-whitened by the training captions' mean and covariance
+  (`stem_features`). `--cells centre` or `--cells aligned` draws the scenes of `centre` or
+  `aligned` instead; `--stage1 coord` gives the 64 px stage `coord`'s MLPs.
 
 Usage (the GAN runs resume; 0.25-0.35 s per step on a 2-core AVX2 machine, 0.12-0.18 s on
 AVX512-BF16):
@@ -775,12 +775,11 @@ def one_hot_codes(scenes) -> np.ndarray:
     return codes
 
 
-def stem_features(folder: str, words: bool = False, whiten: bool = False,
-                  embeddings: bool = False):
-    """A function of captions -> [N, nef] numpy features by the STEM of a pretrain-stem run or
-    model folder: its sentence feature, or (`words`) the mean of its word features, or
-    (`embeddings`) the mean of its word embeddings (the LSTM's inputs, [N, 300]: a bag of
-    words).
+def stem_features(folder: str, feature: str = "sentence", whiten: bool = False):
+    """A function of captions -> [N, D] numpy features by the STEM of a pretrain-stem run or
+    model folder: its sentence feature (`feature="sentence"`, D = nef), the mean of its word
+    features (`"words"`, D = nef) or the mean of its word embeddings (`"embeddings"`, the
+    LSTM's inputs, D = `embedding_dim`: a bag of words).
 
     `whiten`: the features are PCA-whitened with the mean and covariance of the captions of
     the first `features` call (the training captions), each direction at unit variance, so
@@ -799,12 +798,13 @@ def stem_features(folder: str, words: bool = False, whiten: bool = False,
         chunks = []
         for k in range(0, len(captions), 1024):
             token_ids = tokenizer(tf.constant(captions[k:k + 1024]))[0]
-            word_features, sentence = parts["text_encoder"](token_ids, training=False)
-            if embeddings:
-                word_features = parts["text_encoder"].embedding(token_ids)
-            if words or embeddings:  # [B, T, D]: the mean over the caption's words
-                mask = tf.cast(tf.not_equal(token_ids, 0), word_features.dtype)[:, :, None]
-                sentence = tf.reduce_sum(word_features * mask, 1) / tf.reduce_sum(mask, 1)
+            if feature == "embeddings":
+                per_word = parts["text_encoder"].embedding(token_ids)
+            else:
+                per_word, sentence = parts["text_encoder"](token_ids, training=False)
+            if feature != "sentence":  # [B, T, D]: the mean over the caption's words
+                mask = tf.cast(tf.not_equal(token_ids, 0), per_word.dtype)[:, :, None]
+                sentence = tf.reduce_sum(per_word * mask, 1) / tf.reduce_sum(mask, 1)
             chunks.append(sentence.numpy())
         out = np.concatenate(chunks)
         if not whiten:
@@ -822,8 +822,7 @@ def stem_features(folder: str, words: bool = False, whiten: bool = False,
 
 def supervised(steps: int, decoder: str, object_weight: float = 10.0,
                tone_code: bool = False, centred: bool = False, stem: str | None = None,
-               stem_words: bool = False, whiten: bool = False,
-               stem_embeddings: bool = False) -> None:
+               stem_feature: str = "sentence", whiten: bool = False) -> None:
     """The `supervised` experiment (module docstring)."""
 
     import keras
@@ -853,13 +852,13 @@ def supervised(steps: int, decoder: str, object_weight: float = 10.0,
     if stem is not None:
         # `--stem-from`: the decoder reads STEM's sentence of one of the scene's captions
         # (a new draw each step; the first caption when scored), as the GAN's stage 1 does.
-        read = stem_features(stem, stem_words, whiten, stem_embeddings)
+        read = stem_features(stem, stem_feature, whiten)
 
         def sentences_of(dataset):
             texts = [dataset.captions(i) for i in range(len(dataset))]
             features = read([t for per_scene in texts for t in per_scene])
-            # At norm sqrt(width), as `normalize_sentence` puts the sentence at sqrt(nef).
-            if (stem_words or stem_embeddings) and not whiten:
+            # At norm sqrt(D), as `normalize_sentence` puts the sentence at sqrt(nef).
+            if stem_feature != "sentence" and not whiten:
                 features *= features.shape[1] ** 0.5 / np.linalg.norm(features, axis=1,
                                                                         keepdims=True)
             return features.reshape(len(texts), len(texts[0]), -1)
@@ -1102,7 +1101,7 @@ def live_read_out(out: str, name: str, checkpoint: str, count: int) -> None:
 def probe_read_out(folder: str, stem_words: bool = False, whiten: bool = False) -> None:
     """The `probe` read-out (module docstring): how well a linear and a 15-nearest-neighbour
     probe name the shape, colour and position of held-out captions from STEM's sentence (or,
-    `stem_words`, the mean of its word features)."""
+    `stem_words`, the mean of its word features; `whiten`, PCA-whitened)."""
     from mirrorgan_tf.data.shapes import (
         COLOURS,
         POSITIONS,
@@ -1111,7 +1110,7 @@ def probe_read_out(folder: str, stem_words: bool = False, whiten: bool = False) 
         parse_caption,
     )
 
-    read = stem_features(folder, stem_words, whiten)
+    read = stem_features(folder, "words" if stem_words else "sentence", whiten)
 
     def encoded(split: str, scenes: int):
         data = ShapesDataset(split, num_images=scenes, image_size=64, num_stages=1,
@@ -1238,7 +1237,8 @@ def main() -> None:
                              "features (rescaled to the sentence's norm) instead of its sentence")
     parser.add_argument("--stem-embeddings", action="store_true",
                         help="`supervised --stem-from`: the mean of STEM's word embeddings (a "
-                             "bag of words, rescaled to norm sqrt(300)) instead of its sentence")
+                             "bag of words, rescaled to norm sqrt(embedding_dim)) instead of its "
+                             "sentence")
     parser.add_argument("--whiten", action="store_true",
                         help="`supervised --stem-from`, `probe`: STEM's features PCA-whitened "
                              "with the training captions' statistics")
@@ -1278,8 +1278,11 @@ def main() -> None:
             PATCHES["coord"]()
         if args.oracle:
             patch_oracle_sentence()
+        # The two flags name one choice: which of STEM's features the decoder reads.
+        stem_feature = ("embeddings" if args.stem_embeddings
+                        else "words" if args.stem_words else "sentence")
         supervised(args.steps, args.decoder, args.object_weight, args.tone_code, args.centred,
-                   args.stem_from, args.stem_words, args.whiten, args.stem_embeddings)
+                   args.stem_from, stem_feature, args.whiten)
         return
 
     from mirrorgan_tf.evaluation.shapes_score import score_model
