@@ -7,6 +7,8 @@ CVPR 2018) Eqs. 7-13 for the DAMSM terms.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
 # A large finite negative for masked logits: exp() of it is exactly 0 in float32, and unlike
@@ -303,3 +305,45 @@ def damsm_word_loss(
     """
     similarities, _ = damsm_word_similarities(regions, words, lengths, gamma1, gamma2)
     return _matching_cross_entropy(gamma3 * similarities, class_ids)
+
+
+def keyword_code_loss(
+    sentence, token_ids, groups: Sequence[Sequence[int]], gamma3: float = 10.0
+) -> tf.Tensor:
+    """Teaches the first G dimensions of the sentence to name the caption's keyword groups.
+
+    NOT in the published code: a recipe option of DAMSM pretraining (`training.
+    damsm_keywords`). For each caption that holds a word of at least one of the G groups
+    (e.g. the words for each shape), the cross-entropy of softmax(gamma3 x sentence[:G] /
+    |sentence|) against the groups it names (shared evenly when it names several). The
+    sentence then carries a plain code of the group, as strong as its other directions,
+    learnt from the text alone; captions naming no group add nothing.
+
+    Args:
+        sentence: [B, D] sentence features, D >= G.
+        token_ids: [B, T] token ids (0 pads).
+        groups: G groups of token ids (e.g. `circle`, `disc`, `ring` in one).
+        gamma3: the scale of the scores (DAMSM's gamma3).
+
+    Returns:
+        Scalar: the mean over the captions naming a group (0 when none does).
+
+    Example:
+    >>> sentence = tf.constant([[8.0, 0.0, 0.0], [0.0, 0.0, 8.0]])
+    >>> token_ids = tf.constant([[5, 2], [3, 0]])  # 5 names group 0; the second names none
+    >>> round(float(keyword_code_loss(sentence, token_ids, [[5], [6, 7]])), 4)
+    0.0
+    """
+    sentence = _f32(sentence)
+    num_groups = len(groups)
+    ids = tf.constant([i for group in groups for i in group], tf.int32)
+    group_of = tf.constant([g for g, group in enumerate(groups) for _ in group], tf.int32)
+    match = tf.cast(tf.equal(tf.cast(token_ids, tf.int32)[..., None], ids), tf.float32)
+    # [B, G]: 1 where the caption holds a word of the group.
+    named = tf.reduce_max(match[..., None] * tf.one_hot(group_of, num_groups), axis=[1, 2])
+    count = tf.reduce_sum(named, -1, keepdims=True)
+    has = tf.cast(count[:, 0] > 0, tf.float32)
+    norm = tf.maximum(tf.norm(sentence, axis=-1, keepdims=True), 1e-8)
+    logits = gamma3 * sentence[:, :num_groups] / norm
+    terms = tf.nn.softmax_cross_entropy_with_logits(named / tf.maximum(count, 1.0), logits)
+    return tf.reduce_sum(terms * has) / tf.maximum(tf.reduce_sum(has), 1.0)

@@ -89,6 +89,11 @@ _BASE_CONFIG: dict[str, Any] = {
         "damsm_gamma1": 4.0,
         "damsm_gamma2": 5.0,
         "damsm_gamma3": 10.0,
+        # The first G dimensions of STEM's sentence also learn to name which of G word groups
+        # a caption holds (a recipe option, losses.keyword_code_loss): None as published,
+        # "shapes" for the built-in dataset's shape words, or a list of word groups
+        "damsm_keywords": None,
+        "damsm_keyword_weight": 1.0,
         "stream_learning_rate": 1e-3,
         "stream_batch_size": 128,
         "stream_epochs": 5,

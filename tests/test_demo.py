@@ -104,6 +104,16 @@ def test_the_shipped_model_draws_held_out_captions_well_above_chance():
     assert np.abs(lite - want).max() <= 1e-4
 
 
+
+def test_make_shipped_model_trains_with_the_recipe_of_the_shipped_model():
+    from mirrorgan_tf.demo import GROWN_OVERRIDES, SCHEDULES
+
+    with open(os.path.join(SHIPPED, "config.json"), encoding="utf-8") as f:
+        trained = json.load(f)["training"]  # the grown phase's, the last it went through
+    plan = SCHEDULES["ship"]
+    recipe = {**plan.recipe, **GROWN_OVERRIDES}
+    assert {k: trained[k] for k in recipe} == recipe
+
 def test_every_schedule_is_a_valid_run_whose_level_changes_fall_on_checkpoints():
     from mirrorgan_tf.data.pipeline import curriculum_schedule
     from mirrorgan_tf.data.shapes import LEVELS
@@ -113,7 +123,8 @@ def test_every_schedule_is_a_valid_run_whose_level_changes_fall_on_checkpoints()
     assert SCHEDULES["ship"].level == "full"
     training_keys = set(presets.get_config("shapes")["training"])
     for plan in SCHEDULES.values():
-        assert set(plan.recipe) <= training_keys  # each a preset `training` option
+        # each a preset `training` option
+        assert set(plan.recipe) | set(plan.stem_recipe) <= training_keys
         assert plan.level in LEVELS and set(plan.steps) == set(plan.chunks)
         assert set(plan.targets) == {"colour", "shape", "size", "position"}
         for scale in (1.0, 0.05):
@@ -172,6 +183,7 @@ def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_cu
     from mirrorgan_tf.demo import (
         DEMO_BATCH,
         DEMO_RECIPE,
+        DEMO_STEM_RECIPE,
         DEMO_TARGETS,
         GROWN_OVERRIDES,
         run_demo,
@@ -185,11 +197,15 @@ def test_the_demo_runs_end_to_end_and_reports_scores_targets_and_its_learning_cu
     assert report["recipe"] == DEMO_RECIPE
     assert report["recipe_grown"] == {**DEMO_RECIPE, **GROWN_OVERRIDES}
     # Each phase trained with its recipe (the preset configuration its model was saved with).
-    for phase, recipe in (("mirrorgan_64", report["recipe"]),
+    assert report["recipe_stem"] == DEMO_STEM_RECIPE
+    for phase, recipe in (("stem", report["recipe_stem"]),
+                          ("mirrorgan_64", report["recipe"]),
                           ("mirrorgan", report["recipe_grown"])):
         with open(os.path.join(out, phase, "model", "config.json"), encoding="utf-8") as f:
             saved = json.load(f)["training"]
         assert {k: saved[k] for k in recipe} == recipe, phase
+    with open(os.path.join(out, "stem", "losses.csv"), encoding="utf-8") as f:
+        assert "keyword_loss" in f.readline().split(",")  # STEM learnt the shape code
     for key in ("untrained", "trained", "chance", "stream_reading_real_images"):
         assert set(DEMO_TARGETS) <= set(report[key])
     assert report["targets_met"] == {k: report["trained"][k] >= v

@@ -94,6 +94,29 @@ def test_same_class_negatives_do_not_count():
     assert float(masked) < float(unmasked)
 
 
+
+def test_keyword_code_loss_matches_a_loop_and_skips_captions_naming_no_group():
+    rng = np.random.default_rng(3)
+    sentence = rng.normal(size=[4, 6]).astype("float32")
+    groups = [[5], [6, 7], [9]]
+    token_ids = np.array([[5, 2, 0], [7, 6, 3], [2, 3, 4], [9, 5, 0]], np.int32)
+    got = float(losses.keyword_code_loss(sentence, token_ids, groups, gamma3=10.0))
+    terms = []
+    for row, ids in zip(sentence, token_ids, strict=True):
+        named = np.array([any(i in g for i in ids) for g in groups], np.float64)
+        if not named.any():  # caption 2 names no group: no term
+            continue
+        logits = 10.0 * row[:3] / np.linalg.norm(row)
+        log_p = logits - np.log(np.exp(logits).sum())
+        terms.append(-(named / named.sum() * log_p).sum())  # caption 3 names two groups
+    assert len(terms) == 3
+    assert got == pytest.approx(np.mean(terms), rel=1e-5)
+    # A sentence whose first dimensions name the group scores near 0; none named: exactly 0.
+    plain = np.zeros([1, 6], np.float32)
+    plain[0, 1] = 8.0
+    assert float(losses.keyword_code_loss(plain, [[6, 0, 0]], groups)) < 1e-3
+    assert float(losses.keyword_code_loss(plain, [[2, 3, 0]], groups)) == 0.0
+
 def test_discriminator_and_generator_losses():
     real = tf.constant([2.0, -1.0, 0.5])
     fake = tf.constant([-3.0, 0.2, 1.0])

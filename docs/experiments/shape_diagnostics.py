@@ -87,6 +87,11 @@ an extra term in DAMSM's sentence loss: for each caption naming a shape, `--swap
 -log softmax of gamma3 x the image's cosine with [its caption, the caption with the shape
 word swapped] (`patch_damsm_swaps`).
 
+`stemkeys` pretrains a STEM the same way with the package's `training.damsm_keywords:
+"shapes"` (weight `--swap-weight`): the first five dimensions of the sentence also learn to
+name the caption's shape word (`losses.keyword_code_loss`). A GAN run reads it with
+`--stem-name NAME` (default: `stem`, the STEM it pretrains itself).
+
 And one without a GAN:
 
 - `supervised`: the 64 px stage alone (or, `--decoder plain`, a DCGAN-style decoder:
@@ -1155,7 +1160,7 @@ def patch_damsm_swaps(weight: float) -> None:
     from mirrorgan_tf.training import run
     from mirrorgan_tf.training.damsm import DAMSMTrainer
 
-    groups = run.swap_negative_ids("shapes", shapes_vocabulary())
+    groups = run.word_group_ids("shapes", shapes_vocabulary())
     ids = tf.constant([i for group in groups for i in group], tf.int32)
     group_of = tf.constant([g for g, group in enumerate(groups) for _ in group], tf.int32)
     canonical = tf.constant([group[0] for group in groups], tf.int32)
@@ -1187,7 +1192,7 @@ def main() -> None:
     parser.add_argument("experiment",
                         choices=("baseline", "spread", "grow128", *PATCHES, "places",
                                  "where", "critic", "supervised", "live", "probe",
-                                 "stemswap"))
+                                 "stemswap", "stemkeys"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
@@ -1245,6 +1250,9 @@ def main() -> None:
     parser.add_argument("--oracle", action="store_true",
                         help="`supervised --stem-from`, `live`: STEM's sentence as in `oracle` "
                              "(`live` of an `oracle` run needs it)")
+    parser.add_argument("--stem-name", default="stem",
+                        help="GAN runs: the STEM run under --out they read (default: the one "
+                             "they pretrain, `stem`; e.g. a `stemkeys` run)")
     args = parser.parse_args()
     if args.experiment == "places":
         places(args.out, args.name.split(","))
@@ -1263,13 +1271,17 @@ def main() -> None:
     if args.experiment == "probe":
         probe_read_out(args.name, args.stem_words, args.whiten)
         return
-    if args.experiment == "stemswap":
+    if args.experiment in ("stemswap", "stemkeys"):
         from mirrorgan_tf.training import run
 
-        patch_damsm_swaps(args.swap_weight)
+        training = {}
+        if args.experiment == "stemswap":
+            patch_damsm_swaps(args.swap_weight)
+        else:
+            training = {"damsm_keywords": "shapes", "damsm_keyword_weight": args.swap_weight}
         run.pretrain_stem(preset="shapes", data="shapes:easy", out=f"{args.out}/{args.name}",
                           steps=300, batch_size=32, checkpoint_every=100, seed=0, verbose=2,
-                          gf_dim=16, df_dim=16)
+                          gf_dim=16, df_dim=16, training=training)
         return
     if args.experiment == "supervised":
         if args.cells != "nine":
@@ -1293,7 +1305,7 @@ def main() -> None:
               "gf_dim": args.gf_dim, "df_dim": 16}
     # STEM and STREAM are pretrained on the whole level, as the demo's; the experiment's
     # change applies from the GAN phase on.
-    stem = run.pretrain_stem(out=f"{args.out}/stem", steps=300, batch_size=32,
+    stem = run.pretrain_stem(out=f"{args.out}/{args.stem_name}", steps=300, batch_size=32,
                              checkpoint_every=100, **common)
     stream = run.pretrain_stream(out=f"{args.out}/stream", steps=2000, batch_size=32,
                                  checkpoint_every=500, trunk_from=stem, **common)

@@ -8,6 +8,7 @@ encoder's projections so that words match image regions and sentences match imag
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -19,7 +20,7 @@ from mirrorgan_tf.distribute import (
     replica_context,
     step_logs,
 )
-from mirrorgan_tf.losses import damsm_sentence_loss, damsm_word_loss
+from mirrorgan_tf.losses import damsm_sentence_loss, damsm_word_loss, keyword_code_loss
 from mirrorgan_tf.training.base import PrebuiltTrainer
 
 
@@ -173,6 +174,10 @@ class DAMSMTrainer(PrebuiltTrainer):
         gamma2: word relevance aggregation (5).
         gamma3: the scale of the matching scores (10).
         rnn_grad_clip: global-norm clip of the text encoder's gradients (0.25); None: no clip.
+        keyword_groups: None (published), or G groups of token ids: the first G dimensions
+            of the sentence also learn to name which groups' words a caption holds
+            (`losses.keyword_code_loss`, a recipe option; README, "The demo").
+        keyword_weight: the weight of that loss.
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -190,6 +195,8 @@ class DAMSMTrainer(PrebuiltTrainer):
         gamma2: float = 5.0,
         gamma3: float = 10.0,
         rnn_grad_clip: float | None = 0.25,
+        keyword_groups: Sequence[Sequence[int]] | None = None,
+        keyword_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -203,10 +210,21 @@ class DAMSMTrainer(PrebuiltTrainer):
         self.gamma2 = gamma2
         self.gamma3 = gamma3
         self.rnn_grad_clip = rnn_grad_clip
+        self.keyword_groups = None
+        if keyword_groups:
+            groups = [[int(i) for i in group] for group in keyword_groups]
+            if not all(groups) or len(groups) > text_encoder.nef:
+                raise ValueError(
+                    "`keyword_groups` must be non-empty groups of token ids, at most one per "
+                    f"dimension of the sentence ({text_encoder.nef}); got {keyword_groups!r}."
+                )
+            self.keyword_groups = groups
+        self.keyword_weight = keyword_weight
 
         # === Metrics ===
         self.word_loss_tracker = keras.metrics.Mean(name="word_loss")
         self.sentence_loss_tracker = keras.metrics.Mean(name="sentence_loss")
+        self.keyword_loss_tracker = keras.metrics.Mean(name="keyword_loss")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.r_precision_tracker = keras.metrics.Mean(name="r_precision")
         # The encoders build their weights in their constructors: nothing is left to build.
@@ -217,6 +235,7 @@ class DAMSMTrainer(PrebuiltTrainer):
         return [
             self.word_loss_tracker,
             self.sentence_loss_tracker,
+            self.keyword_loss_tracker,
             self.loss_tracker,
             self.r_precision_tracker,
         ]
@@ -259,17 +278,25 @@ class DAMSMTrainer(PrebuiltTrainer):
         sentence_term = self.sentence_loss(image_global, sentence, class_ids)
         return word, sentence_term, image_global, sentence
 
-    def _update_trackers(self, word, sentence) -> dict:
+    def keyword_loss(self, sentence, token_ids):
+        """`losses.keyword_code_loss` of a batch with `keyword_groups` (0 without)."""
+        if self.keyword_groups is None:
+            return tf.constant(0.0)
+        return keyword_code_loss(sentence, token_ids, self.keyword_groups, self.gamma3)
+
+    def _update_trackers(self, word, sentence, keyword) -> dict:
         self.word_loss_tracker.update_state(word)
         self.sentence_loss_tracker.update_state(sentence)
-        self.loss_tracker.update_state(word + sentence)
-        return step_logs(
-            {
-                "word_loss": self.word_loss_tracker.result(),
-                "sentence_loss": self.sentence_loss_tracker.result(),
-                "loss": self.loss_tracker.result(),
-            }
-        )
+        self.keyword_loss_tracker.update_state(keyword)
+        self.loss_tracker.update_state(word + sentence + self.keyword_weight * keyword)
+        logs = {
+            "word_loss": self.word_loss_tracker.result(),
+            "sentence_loss": self.sentence_loss_tracker.result(),
+            "loss": self.loss_tracker.result(),
+        }
+        if self.keyword_groups is not None:
+            logs["keyword_loss"] = self.keyword_loss_tracker.result()
+        return step_logs(logs)
 
     def _global_damsm_losses(self, data, training: bool):
         """The DAMSM losses of the *global* batch, computed on every replica.
@@ -294,8 +321,10 @@ class DAMSMTrainer(PrebuiltTrainer):
         image_variables = list(self.image_encoder.trainable_variables)
         replicas = num_replicas()
         with tf.GradientTape() as tape:
-            word, sentence, _, _ = self._global_damsm_losses(data, training=True)
-            loss = word + sentence
+            word, sentence, _, sentence_features = self._global_damsm_losses(data, training=True)
+            # Not contrastive, but computed on the global batch like the rest of the loss.
+            keyword = self.keyword_loss(sentence_features, gather_batch(data["token_ids"]))
+            loss = word + sentence + self.keyword_weight * keyword
             # Every replica holds the global loss: each contributes 1 / replicas of it (the
             # all-gather's gradient sums the replicas' shares back for each replica's rows).
             scaled_loss = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
@@ -327,11 +356,12 @@ class DAMSMTrainer(PrebuiltTrainer):
                 strict=True,
             )
         )
-        return self._update_trackers(word, sentence)
+        return self._update_trackers(word, sentence, keyword)
 
     def test_step(self, data):
         word, sentence, image_global, sentence_features = self.damsm_losses(data, training=False)
-        logs = self._update_trackers(word, sentence)
+        keyword = self.keyword_loss(sentence_features, data["token_ids"])
+        logs = self._update_trackers(word, sentence, keyword)
         self.r_precision_tracker.update_state(
             batch_retrieval_accuracy(image_global, sentence_features)
         )
@@ -347,6 +377,8 @@ class DAMSMTrainer(PrebuiltTrainer):
             gamma2=self.gamma2,
             gamma3=self.gamma3,
             rnn_grad_clip=self.rnn_grad_clip,
+            keyword_groups=self.keyword_groups,
+            keyword_weight=self.keyword_weight,
         )
         return config
 

@@ -92,17 +92,19 @@ def bfloat16_is_emulated(flags: frozenset[str] | None = None) -> bool:
     return flags is not None and not any(flag in flags for flag in BFLOAT16_CPU_FLAGS)
 
 
-def swap_negative_ids(words: str | Sequence[Sequence[str]] | None,
-                      vocabulary: Vocabulary) -> list[list[int]] | None:
-    """`training.swap_negatives` as token-id groups for `MirrorGANTrainer`.
+def word_group_ids(words: str | Sequence[Sequence[str]] | None, vocabulary: Vocabulary,
+                   option: str = "training.swap_negatives") -> list[list[int]] | None:
+    """A recipe option naming groups of words (`training.swap_negatives`,
+    `training.damsm_keywords`) as token-id groups.
 
     Args:
         words: None, `"shapes"` (the built-in dataset's shape words,
             `data.shapes.SHAPE_WORD_GROUPS`) or word groups, canonical word first.
         vocabulary: the run's vocabulary.
+        option: the option's name, for the error messages.
 
     Example:
-        >>> swap_negative_ids("shapes", shapes_vocabulary())[4]  # doctest: +SKIP
+        >>> word_group_ids("shapes", shapes_vocabulary())[4]  # doctest: +SKIP
         [57]
     """
     if words is None:
@@ -110,13 +112,12 @@ def swap_negative_ids(words: str | Sequence[Sequence[str]] | None,
     if words == "shapes":
         words = SHAPE_WORD_GROUPS
     if isinstance(words, str):
-        raise ValueError(f'`training.swap_negatives` must be None, "shapes" or word groups; '
-                         f"got {words!r}.")
+        raise ValueError(f'`{option}` must be None, "shapes" or word groups; got {words!r}.')
     ids = [[vocabulary.word_to_id(w) for w in group] for group in words]
     unknown = [w for group, group_ids in zip(words, ids, strict=True)
                for w, i in zip(group, group_ids, strict=True) if i == vocabulary.oov_id]
     if unknown:
-        raise ValueError(f"`training.swap_negatives` words not in the vocabulary: {unknown}.")
+        raise ValueError(f"`{option}` words not in the vocabulary: {unknown}.")
     return ids
 
 
@@ -437,6 +438,9 @@ def pretrain_stem(
             gamma2=training["damsm_gamma2"],
             gamma3=training["damsm_gamma3"],
             rnn_grad_clip=training["damsm_rnn_grad_clip"],
+            keyword_groups=word_group_ids(training["damsm_keywords"], tokenizer.vocabulary,
+                                          "training.damsm_keywords"),
+            keyword_weight=training["damsm_keyword_weight"],
         )
         epoch_steps = max(1, pipeline.num_examples(data, "train") // batch_size)
         trainer.compile(
@@ -724,7 +728,7 @@ def train(
             gamma3=training["damsm_gamma3"],
             seed=seed,
             ca_noise=training["ca_noise"],
-            swap_negatives=swap_negative_ids(training["swap_negatives"], tokenizer.vocabulary),
+            swap_negatives=word_group_ids(training["swap_negatives"], tokenizer.vocabulary),
         )
         trainer.compile(
             g_optimizer=published_adam(training["g_learning_rate"]),

@@ -86,6 +86,31 @@ def test_overfits_a_fixed_batch_and_updates_the_right_weights():
     assert not np.allclose(projection_before, trainer.image_encoder.emb_features.kernel.numpy())
 
 
+
+def test_keyword_groups_teach_the_sentence_to_name_the_group():
+    # Captions holding word 2 or word 3 (two groups); the rest name neither.
+    batch = make_batch(class_ids=(0, 1, 2, 3))
+    batch["token_ids"][:, 0] = [2, 3, 2, 3]
+    batch["token_ids"][:, 1:][np.isin(batch["token_ids"][:, 1:], [2, 3])] = 4
+    trainer = make_trainer(keyword_groups=[[2], [3]], keyword_weight=2.0)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5))
+    dataset = tf.data.Dataset.from_tensors(batch)
+    before = trainer.evaluate(dataset, return_dict=True, verbose=0)
+    history = trainer.fit(dataset.repeat(), steps_per_epoch=40, epochs=1, verbose=0)
+    after = trainer.evaluate(dataset, return_dict=True, verbose=0)
+
+    assert "keyword_loss" in history.history
+    assert after["loss"] == pytest.approx(
+        after["word_loss"] + after["sentence_loss"] + 2.0 * after["keyword_loss"], rel=1e-5
+    )
+    assert after["keyword_loss"] < 0.3 * before["keyword_loss"], (before, after)
+    _, sentence = trainer.text_encoder(batch["token_ids"], training=False)
+    np.testing.assert_array_equal(np.argmax(sentence[:, :2], axis=1), [0, 1, 0, 1])
+    restored = DAMSMTrainer.from_config(trainer.get_config())
+    assert (restored.keyword_groups, restored.keyword_weight) == ([[2], [3]], 2.0)
+    with pytest.raises(ValueError, match="one per"):
+        make_trainer(keyword_groups=[[i] for i in range(2, 11)])  # 9 groups, nef 8
+
 def test_text_gradients_are_clipped_and_image_gradients_are_not():
     batch = make_batch()
     seen = {}

@@ -317,19 +317,19 @@ def test_bfloat16_warns_only_where_the_cpu_emulates_it(monkeypatch):
         run._set_precision(None)
 
 
-def test_swap_negative_ids_resolve_the_shape_words_and_refuse_unknown_ones():
+def test_word_group_ids_resolve_the_shape_words_and_refuse_unknown_ones():
     from mirrorgan_tf.data.shapes import SHAPE_WORD_GROUPS, shapes_vocabulary
 
     vocabulary = shapes_vocabulary()
-    ids = run.swap_negative_ids("shapes", vocabulary)
+    ids = run.word_group_ids("shapes", vocabulary)
     assert [[vocabulary.id_to_word(i) for i in g] for g in ids] == [
         list(g) for g in SHAPE_WORD_GROUPS
     ]
     assert [vocabulary.id_to_word(g[0]) for g in ids] == [
         "circle", "square", "triangle", "diamond", "star"
     ]
-    assert run.swap_negative_ids(None, vocabulary) is None
+    assert run.word_group_ids(None, vocabulary) is None
     with pytest.raises(ValueError, match="not in the vocabulary"):
-        run.swap_negative_ids([["circle"], ["hexagon"]], vocabulary)
+        run.word_group_ids([["circle"], ["hexagon"]], vocabulary)
     with pytest.raises(ValueError, match="word groups"):
-        run.swap_negative_ids("birds", vocabulary)
+        run.word_group_ids("birds", vocabulary)
