@@ -322,7 +322,7 @@ def keyword_code_loss(
     Args:
         sentence: [B, D] sentence features, D >= G.
         token_ids: [B, T] token ids (0 pads).
-        groups: G groups of token ids (e.g. `circle`, `disc`, `ring` in one).
+        groups: G groups of token ids (e.g. the ids of `circle`, `disc` and `round` in one).
         gamma3: the scale of the scores (DAMSM's gamma3).
 
     Returns:

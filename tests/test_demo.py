@@ -104,7 +104,6 @@ def test_the_shipped_model_draws_held_out_captions_well_above_chance():
     assert np.abs(lite - want).max() <= 1e-4
 
 
-
 def test_make_shipped_model_trains_with_the_recipe_of_the_shipped_model():
     from mirrorgan_tf.demo import GROWN_OVERRIDES, SCHEDULES
 

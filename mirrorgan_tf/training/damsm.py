@@ -176,7 +176,7 @@ class DAMSMTrainer(PrebuiltTrainer):
         rnn_grad_clip: global-norm clip of the text encoder's gradients (0.25); None: no clip.
         keyword_groups: None (published), or G groups of token ids: the first G dimensions
             of the sentence also learn to name which groups' words a caption holds
-            (`losses.keyword_code_loss`, a recipe option; README, "The demo").
+            (`losses.keyword_code_loss`, a recipe option; README, the deviations).
         keyword_weight: the weight of that loss.
         **kwargs: passed to `keras.Model`.
 
