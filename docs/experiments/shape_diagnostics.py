@@ -1236,7 +1236,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=256,
                         help="`live`: held-out captions to score")
     parser.add_argument("--swap-weight", type=float, default=10.0,
-                        help="`stemswap`: the weight of the swapped-caption term")
+                        help="`stemswap`: the weight of the swapped-caption term; `stemkeys`: "
+                             "of the keyword code (`training.damsm_keyword_weight`; the log's "
+                             "run gives 1)")
     parser.add_argument("--stem-words", action="store_true",
                         help="`supervised --stem-from`, `probe`: the mean of STEM's word "
                              "features (rescaled to the sentence's norm) instead of its sentence")

@@ -88,7 +88,7 @@ def test_overfits_a_fixed_batch_and_updates_the_right_weights():
 
 
 def test_keyword_groups_teach_the_sentence_to_name_the_group():
-    # Captions holding word 2 or word 3 (two groups); the rest name neither.
+    # Each caption starts with word 2 or word 3 (two groups) and holds neither elsewhere.
     batch = make_batch(class_ids=(0, 1, 2, 3))
     batch["token_ids"][:, 0] = [2, 3, 2, 3]
     batch["token_ids"][:, 1:][np.isin(batch["token_ids"][:, 1:], [2, 3])] = 4
