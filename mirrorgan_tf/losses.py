@@ -307,6 +307,23 @@ def damsm_word_loss(
     return _matching_cross_entropy(gamma3 * similarities, class_ids)
 
 
+def named_groups(token_ids, groups: Sequence[Sequence[int]]) -> tf.Tensor:
+    """Which of G groups of token ids each caption holds a word of: a [B, G] float32 multi-hot.
+
+    Args:
+        token_ids: [B, T] token ids (0 pads).
+        groups: G groups of token ids (e.g. the ids of `circle`, `disc` and `round` in one).
+
+    Example:
+    >>> named_groups(tf.constant([[5, 2], [7, 0]]), [[5], [6, 7], [9]]).numpy().tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    """
+    ids = tf.constant([i for group in groups for i in group], tf.int32)
+    group_of = tf.constant([g for g, group in enumerate(groups) for _ in group], tf.int32)
+    match = tf.cast(tf.equal(tf.cast(token_ids, tf.int32)[..., None], ids), tf.float32)
+    return tf.reduce_max(match[..., None] * tf.one_hot(group_of, len(groups)), axis=[1, 2])
+
+
 def keyword_code_loss(
     sentence, token_ids, groups: Sequence[Sequence[int]], gamma3: float = 10.0
 ) -> tf.Tensor:
@@ -335,15 +352,10 @@ def keyword_code_loss(
     0.0
     """
     sentence = _f32(sentence)
-    num_groups = len(groups)
-    ids = tf.constant([i for group in groups for i in group], tf.int32)
-    group_of = tf.constant([g for g, group in enumerate(groups) for _ in group], tf.int32)
-    match = tf.cast(tf.equal(tf.cast(token_ids, tf.int32)[..., None], ids), tf.float32)
-    # [B, G]: 1 where the caption holds a word of the group.
-    named = tf.reduce_max(match[..., None] * tf.one_hot(group_of, num_groups), axis=[1, 2])
+    named = named_groups(token_ids, groups)
     count = tf.reduce_sum(named, -1, keepdims=True)
     has = tf.cast(count[:, 0] > 0, tf.float32)
     norm = tf.maximum(tf.norm(sentence, axis=-1, keepdims=True), 1e-8)
-    logits = gamma3 * sentence[:, :num_groups] / norm
+    logits = gamma3 * sentence[:, : len(groups)] / norm
     terms = tf.nn.softmax_cross_entropy_with_logits(named / tf.maximum(count, 1.0), logits)
     return tf.reduce_sum(terms * has) / tf.maximum(tf.reduce_sum(has), 1.0)

@@ -210,22 +210,18 @@ def patch_oracle_sentence() -> None:
     """Every `TextEncoder` writes 4 x the caption's shape one-hot into sentence[:, :5]."""
     import tensorflow as tf
 
-    from mirrorgan_tf.data.shapes import SHAPE_WORD_GROUPS, shapes_vocabulary
+    from mirrorgan_tf.data.shapes import shapes_vocabulary
+    from mirrorgan_tf.losses import named_groups
     from mirrorgan_tf.networks.text_encoder import TextEncoder
+    from mirrorgan_tf.training import run
 
-    # Token id -> 1 + index in SHAPES of the shape it names (the parser's keywords), else 0.
-    vocabulary = shapes_vocabulary()
-    table = [0] * (vocabulary.size + 1)
-    for shape, words in enumerate(SHAPE_WORD_GROUPS):
-        for word in words:
-            table[vocabulary.word_to_id(word)] = shape + 1
-    table = tf.constant(table, tf.int32)
+    # The ids of each shape's words (the parser's keywords), in the order of SHAPES.
+    groups = run.word_group_ids("shapes", shapes_vocabulary())
     original = TextEncoder.call
 
     def call(self, token_ids, training=None):
         words, sentence = original(self, token_ids, training=training)
-        found = tf.one_hot(tf.gather(table, tf.cast(token_ids, tf.int32)), 6)
-        shape = tf.cast(tf.reduce_max(found, axis=1)[:, 1:], sentence.dtype)
+        shape = tf.cast(named_groups(token_ids, groups), sentence.dtype)
         return words, tf.concat([4.0 * shape, sentence[:, 5:]], axis=-1)
 
     TextEncoder.call = call
