@@ -20,7 +20,8 @@ features, 8 KB an image, for KID), never the images.
   optimised against that very matcher. Pass an independently trained DAMSM (`damsm=`) for a
   number that compares across models.
 - `shapes` (only for `data="shapes"`): per-attribute text-image consistency read from the
-  pixels (`shapes_score.consistency_score`) against `parse_caption` of each caption.
+  pixels (`shapes_score.consistency_score`) against `parse_caption` of each caption, over
+  all scenes and (`by_scene`) over the one-shape and the two-shape scenes apart.
 
 The Inception network (`fid_backend`) is Keras' ImageNet InceptionV3 (`keras`, the default:
 numbers compare between runs of this package) or pytorch-fid's FID Inception (`pytorch-fid`,
@@ -317,41 +318,58 @@ def _same_text_encoder(model: TextToImage, text_encoder) -> bool:
 
 # === Streaming accumulators ===
 class _ShapesTally:
-    """Sums `consistency_score` over batches, weighted by shapes and scenes scored."""
+    """Sums `consistency_score` over batches, weighted by shapes and scenes scored, for the
+    one-shape and two-shape scenes apart (`shapes_score.consistency_by_scene`) and together."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.num_shapes = 0
-        self.num_scenes = 0
+        # {kind: {attribute or "overall": sum over shapes, "count": sum over scenes}}
+        self.sums: dict[str, dict[str, float]] = {}
+        self.num_shapes: dict[str, int] = {}
+        self.num_scenes: dict[str, int] = {}
         self.unparsed = 0
 
     def update(self, images: np.ndarray, captions: Sequence[str]) -> None:
         from mirrorgan_tf.data.shapes import parse_caption
-        from mirrorgan_tf.evaluation.shapes_score import ATTRIBUTES, consistency_score
+        from mirrorgan_tf.evaluation.shapes_score import (
+            ATTRIBUTES,
+            SCENE_KINDS,
+            consistency_by_scene,
+        )
 
         specs = [parse_caption(c) for c in captions]
-        keep = [i for i, s in enumerate(specs) if s is not None]
-        self.unparsed += len(specs) - len(keep)
-        if not keep:
-            return
-        scores = consistency_score(images[keep], [specs[i] for i in keep])
-        shapes = scores["num_shapes"]
-        for key in (*ATTRIBUTES, "overall"):
-            self.sums[key] = self.sums.get(key, 0.0) + scores[key] * shapes
-        self.sums["count"] = self.sums.get("count", 0.0) + scores["count"] * len(keep)
-        self.num_shapes += shapes
-        self.num_scenes += len(keep)
+        self.unparsed += sum(s is None for s in specs)
+        kinds = [SCENE_KINDS[len(s.shapes)] for s in specs if s is not None]
+        for kind, scores in consistency_by_scene(images, specs).items():
+            sums = self.sums.setdefault(kind, {})
+            shapes, scenes = scores["num_shapes"], kinds.count(kind)
+            for key in (*ATTRIBUTES, "overall"):
+                sums[key] = sums.get(key, 0.0) + scores[key] * shapes
+            sums["count"] = sums.get("count", 0.0) + scores["count"] * scenes
+            self.num_shapes[kind] = self.num_shapes.get(kind, 0) + shapes
+            self.num_scenes[kind] = self.num_scenes.get(kind, 0) + scenes
+
+    @staticmethod
+    def _scores(sums: dict[str, float], shapes: int, scenes: int) -> dict[str, Any]:
+        result = {k: v / shapes for k, v in sums.items() if k != "count"}
+        result["count"] = sums["count"] / scenes
+        result.update(num_shapes=shapes, num_scenes=scenes)
+        return result
 
     def result(self) -> dict[str, Any]:
-        if not self.num_scenes:
+        if not self.sums:
             raise ValueError("no caption could be parsed into a scene: no shapes score")
-        result = {k: v / self.num_shapes for k, v in self.sums.items() if k != "count"}
-        result["count"] = self.sums["count"] / self.num_scenes
-        result.update(
-            num_shapes=self.num_shapes,
-            num_scenes=self.num_scenes,
-            unparsed_captions=self.unparsed,
+        total = {}
+        for sums in self.sums.values():
+            for key, value in sums.items():
+                total[key] = total.get(key, 0.0) + value
+        result = self._scores(
+            total, sum(self.num_shapes.values()), sum(self.num_scenes.values())
         )
+        result["unparsed_captions"] = self.unparsed
+        result["by_scene"] = {
+            kind: self._scores(sums, self.num_shapes[kind], self.num_scenes[kind])
+            for kind, sums in self.sums.items()
+        }
         return result
 
 
@@ -684,6 +702,10 @@ def format_report(report: dict[str, Any]) -> str:
     if "shapes" in m:
         for key in ("colour", "shape", "size", "position", "overall", "count"):
             lines.append(f"{'shapes ' + key:32s}{m['shapes'][key]:.4f}")
+        for kind, scores in m["shapes"].get("by_scene", {}).items():
+            name = f"shapes, {kind.replace('_', '-').removesuffix('s')} scenes"
+            values = " / ".join(f"{scores[a]:.3f}" for a in ("colour", "shape", "size", "position"))
+            lines.append(f"{name:32s}{values} (colour / shape / size / position)")
     for metric, why in report.get("skipped", {}).items():
         lines.append(f"{'skipped ' + metric:32s}{why}")
     return "\n".join(lines)

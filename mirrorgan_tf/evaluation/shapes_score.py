@@ -362,6 +362,43 @@ def consistency_score(images: Iterable, specs: Sequence[SceneSpec]) -> dict[str,
     return scores
 
 
+SCENE_KINDS = {1: "one_shape", 2: "two_shapes"}
+
+
+def consistency_by_scene(
+    images: Iterable, specs: Sequence[SceneSpec]
+) -> dict[str, dict[str, float]]:
+    """`consistency_score` of the one-shape and of the two-shape scenes apart.
+
+    On the `full` level half the scenes hold two shapes, and they hold two thirds of the
+    requested shapes that `consistency_score` averages over: a model can draw one shape well
+    and two shapes badly, which the overall score hides.
+
+    Args:
+        images: uint8 `[N, size, size, 3]` or float in [-1, 1].
+        specs: the N requested scenes (`None` entries are skipped).
+
+    Returns:
+        `{"one_shape": scores, "two_shapes": scores}`, each `consistency_score`'s dict for
+        the scenes of that kind; a kind with no scene is left out.
+
+    Example:
+        >>> from mirrorgan_tf.data.shapes import render, sample_scene
+        >>> scenes = [sample_scene(0, "test", i) for i in range(8)]
+        >>> sorted(consistency_by_scene([render(s, 64) for s in scenes], scenes))
+        ['one_shape', 'two_shapes']
+    """
+    images = list(images)
+    if len(images) != len(specs):
+        raise ValueError(f"{len(images)} images for {len(specs)} scenes")
+    result = {}
+    for count, kind in SCENE_KINDS.items():
+        keep = [i for i, s in enumerate(specs) if s is not None and len(s.shapes) == count]
+        if keep:
+            result[kind] = consistency_score([images[i] for i in keep], [specs[i] for i in keep])
+    return result
+
+
 def held_out_captions(
     count: int, seed: int = 0, level: str = DEFAULT_LEVEL
 ) -> tuple[list[str], list[SceneSpec]]:

@@ -187,6 +187,32 @@ def test_shapes_score_of_a_perfect_generator_is_one(tiny_preset):
     assert scores["overall"] >= 0.97 and scores["count"] >= 0.97
 
 
+def test_shapes_tally_over_batches_matches_one_score_over_all_and_by_scene():
+    from mirrorgan_tf.evaluation.evaluate import _ShapesTally
+    from mirrorgan_tf.evaluation.shapes_score import consistency_by_scene, consistency_score
+
+    data = ShapesDataset("test", num_images=30, image_size=64, num_stages=1)
+    captions = [data.captions(i)[0] for i in range(30)] + ["not a scene at all"]
+    # Every third image is another scene's, so no score is 1.
+    images = np.stack([data.image(i + 1 if i % 3 == 0 else i) for i in range(30)]
+                      + [data.image(0)])
+    tally = _ShapesTally()
+    for start, stop in ((0, 11), (11, 31)):
+        tally.update(images[start:stop], captions[start:stop])
+    got = tally.result()
+    specs = [parse_caption(c) for c in captions[:30]]
+    want = consistency_score(images[:30], specs)
+    assert got["unparsed_captions"] == 1 and got["num_scenes"] == 30
+    for key in ("colour", "shape", "size", "position", "overall", "count"):
+        assert got[key] == pytest.approx(want[key]), key
+    assert 0.0 < want["colour"] < 1.0
+    for kind, scores in consistency_by_scene(images[:30], specs).items():
+        for key in ("colour", "position", "count", "num_shapes"):
+            assert got["by_scene"][kind][key] == pytest.approx(scores[key]), (kind, key)
+    report = {"num_images": 31, "metrics": {"shapes": got}}
+    assert "shapes, two-shape scenes" in format_report(report)
+
+
 def test_captions_follow_the_split_then_cycle(tiny_preset):
     model = TextToImage.from_preset(tiny_preset, captioner=False)
     size = pipeline.num_examples("shapes", "test")

@@ -13,6 +13,7 @@ from mirrorgan_tf.data.shapes import (
 )
 from mirrorgan_tf.evaluation.shapes_score import (
     ATTRIBUTES,
+    consistency_by_scene,
     consistency_score,
     parse_caption,
     read_objects,
@@ -32,6 +33,27 @@ def test_reader_reads_rendered_scenes(size):
     for attribute in (*ATTRIBUTES, "overall", "count"):
         assert scores[attribute] >= 0.98, (attribute, scores)
     assert scores["num_shapes"] == sum(len(s.shapes) for s in scenes)
+
+
+def test_consistency_by_scene_scores_one_and_two_shape_scenes_apart():
+    scenes = _scenes(60, "train", seed=13)
+    # One-shape scenes drawn right, two-shape scenes drawn for the next scene's caption.
+    images = [render(s if len(s.shapes) == 1 else scenes[(i + 1) % 60], 64)
+              for i, s in enumerate(scenes)]
+    by_scene = consistency_by_scene(images, scenes)
+    assert set(by_scene) == {"one_shape", "two_shapes"}
+    assert by_scene["one_shape"]["overall"] == 1.0
+    assert by_scene["two_shapes"]["colour"] < 0.5
+    ones = [s for s in scenes if len(s.shapes) == 1]
+    assert by_scene["one_shape"]["num_shapes"] == len(ones)
+    # The overall score is the two kinds' scores weighted by their shapes.
+    whole = consistency_score(images, scenes)
+    weighted = sum(b["colour"] * b["num_shapes"] for b in by_scene.values())
+    assert whole["colour"] == pytest.approx(weighted / whole["num_shapes"])
+    only_ones = consistency_by_scene([images[scenes.index(s)] for s in ones], ones)
+    assert set(only_ones) == {"one_shape"}  # a kind without a scene is left out
+    with pytest.raises(ValueError, match="images for"):
+        consistency_by_scene(images[:3], scenes)
 
 
 def test_reader_is_near_chance_on_shuffled_pairs():
