@@ -92,6 +92,29 @@ word swapped] (`patch_damsm_swaps`).
 name the caption's shape word (`losses.keyword_code_loss`). A GAN run reads it with
 `--stem-name NAME` (default: `stem`, the STEM it pretrains itself).
 
+`stembind` pretrains a STEM as the shipped model's (500 steps on `full`, batch 32, into
+`--out/--name`) with an extra term in DAMSM's sentence loss: for each two-shape caption and
+each word class (the colour words, the shape words), `--swap-weight` x -log softmax of
+gamma3 x the image's cosine with [its caption, the caption with its two words of the class
+exchanged] (`patch_damsm_exchanges`).
+
+`binding` reads a model folder or run (`--name`, e.g. `saved_models/shapes`; a pretrain-stem
+run for the first number alone) on two-shape scenes: the mean cosine between the STEM
+sentences of two-shape training captions and of the same captions with their two colour
+words exchanged (against another two-shape caption's), and, on the two-shape ones among
+`--count` held-out `full` captions of data seed 1, how often the two largest objects read
+from the generated image hold the requested colours as a set, the requested cells as a set,
+and the requested (colour, cell) pairs.
+
+`cli PATCH ARGS` runs `mirrorgan-tf ARGS` patched: `saturation`, the paired loss replaced
+by `saturation_l1_loss` (`patch_saturation_paired_loss`: colours matched on the real
+image's saturated pixels, saturation matched everywhere, the grey background left to the
+discriminators); `scenecode`, STEM's sentence begins with an oracle code of the scene the
+caption asks for, bound per shape (`patch_scene_code`, 48 dimensions); `cellcode`, with an
+oracle code of what each grid cell holds (`patch_cell_code`, 135 dimensions: `--set
+nef=160` and a STEM pretrained with it). A model trained so is read with the same patch,
+e.g. `cli cellcode evaluate ...`.
+
 And one without a GAN:
 
 - `supervised`: the 64 px stage alone (or, `--decoder plain`, a DCGAN-style decoder:
@@ -201,6 +224,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -1183,12 +1207,241 @@ def patch_damsm_swaps(weight: float) -> None:
     DAMSMTrainer.damsm_losses = damsm_losses
 
 
+def saturation_l1_loss(fake, real, object_weight: float = 10.0, threshold: float = 0.3):
+    """L1 between generated and real images on the real image's saturated pixels (x
+    `object_weight`), plus L1 between the two images' saturations (max - min over the
+    channels) everywhere: blind to a grey background's tone and texture, which a `full`
+    caption does not name. `threshold` in [-1, 1] units: the built-in backgrounds reach a
+    saturation of 0.24, its colours at least 1.18."""
+    import tensorflow as tf
+
+    fake, real = tf.cast(fake, tf.float32), tf.cast(real, tf.float32)
+
+    def saturation(image):
+        return tf.reduce_max(image, axis=-1) - tf.reduce_min(image, axis=-1)
+
+    real_saturation = saturation(real)
+    saturated = tf.cast(real_saturation > threshold, tf.float32)
+    colour = saturated * tf.reduce_mean(tf.abs(fake - real), axis=-1)
+    return tf.reduce_mean(object_weight * colour + tf.abs(saturation(fake) - real_saturation))
+
+
+def patch_saturation_paired_loss() -> None:
+    """The paired loss (`training.paired_loss_weight`) is `saturation_l1_loss` instead of
+    `losses.centred_l1_loss`: the `cli saturation` experiment."""
+    from mirrorgan_tf import losses
+
+    losses.centred_l1_loss = saturation_l1_loss
+
+
+SCENE_CODE_DIMS = 48
+
+
+def scene_codes(captions) -> np.ndarray:
+    """[N, 48]: per shape the caption names, in the order it names them, 2 x the one-hot of
+    its colour (8), shape (5), size (2) and cell (9); zeros for a missing second shape (and
+    for a caption the parser cannot read)."""
+    from mirrorgan_tf.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, parse_caption
+
+    codes = np.zeros([len(captions), SCENE_CODE_DIMS], np.float32)
+    for row, caption in enumerate(captions):
+        scene = parse_caption(caption)
+        for slot, spec in enumerate(scene.shapes[:2] if scene else ()):
+            base = 24 * slot
+            codes[row, base + list(COLOURS).index(spec.colour)] = 2
+            codes[row, base + 8 + SHAPES.index(spec.shape)] = 2
+            codes[row, base + 13 + SIZES.index(spec.size)] = 2
+            codes[row, base + 15 + POSITIONS.index(spec.position)] = 2
+    return codes
+
+
+CELL_CODE_DIMS = 9 * (8 + 5 + 2)
+
+
+def cell_codes(captions) -> np.ndarray:
+    """[N, 135]: per grid cell, 3 x the one-hot of the colour (72 dims), shape (45) and size
+    (18) of the shape the caption puts there, zeros for an empty cell: a scene code that is
+    additive over the shapes, where `scene_codes` binds by slot."""
+    from mirrorgan_tf.data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, parse_caption
+
+    codes = np.zeros([len(captions), CELL_CODE_DIMS], np.float32)
+    for row, caption in enumerate(captions):
+        scene = parse_caption(caption)
+        for spec in scene.shapes if scene else ():
+            cell = POSITIONS.index(spec.position)
+            codes[row, 8 * cell + list(COLOURS).index(spec.colour)] = 3
+            codes[row, 72 + 5 * cell + SHAPES.index(spec.shape)] = 3
+            codes[row, 117 + 2 * cell + SIZES.index(spec.size)] = 3
+    return codes
+
+
+def _patch_sentence_code(code_of_captions, dims: int) -> None:
+    """Every `TextEncoder` writes `code_of_captions(its captions)` into sentence[:, :dims]."""
+    import tensorflow as tf
+
+    from mirrorgan_tf.data.shapes import shapes_vocabulary
+    from mirrorgan_tf.networks.text_encoder import TextEncoder
+
+    vocabulary = shapes_vocabulary()
+    original = TextEncoder.call
+
+    def codes(token_ids):
+        captions = [" ".join(vocabulary.id_to_word(int(i)) for i in row if i)
+                    for row in token_ids.numpy()]
+        return code_of_captions(captions)
+
+    def call(self, token_ids, training=None):
+        words, sentence = original(self, token_ids, training=training)
+        code = tf.py_function(codes, [token_ids], tf.float32)
+        code.set_shape([None, dims])
+        code = tf.cast(code, sentence.dtype)
+        return words, tf.concat([code, sentence[:, dims:]], axis=-1)
+
+    TextEncoder.call = call
+
+
+def patch_scene_code() -> None:
+    """STEM's sentence begins with `scene_codes` (48 dims): an oracle that says which colour,
+    shape, size and cell go together, bound per shape (the `cli scenecode` experiment)."""
+    _patch_sentence_code(scene_codes, SCENE_CODE_DIMS)
+
+
+def patch_cell_code() -> None:
+    """STEM's sentence begins with `cell_codes` (135 dims, so `nef` must exceed it): what
+    each cell holds (the `cli cellcode` experiment)."""
+    _patch_sentence_code(cell_codes, CELL_CODE_DIMS)
+
+
+def exchanged_words(token_ids, ids):
+    """Captions with their first and last word of `ids` exchanged where those two differ,
+    and which captions were changed ("a red circle and a blue star" -> "a blue circle and a
+    red star" for the colour words)."""
+    import tensorflow as tf
+
+    is_word = tf.reduce_any(tf.equal(token_ids[..., None], ids), -1)
+    length = tf.shape(token_ids)[1]
+    first = tf.argmax(tf.cast(is_word, tf.int32), axis=1, output_type=tf.int32)
+    last = length - 1 - tf.argmax(tf.cast(is_word[:, ::-1], tf.int32), axis=1,
+                                  output_type=tf.int32)
+    first_id = tf.gather(token_ids, first, batch_dims=1)
+    last_id = tf.gather(token_ids, last, batch_dims=1)
+    changed = tf.logical_and(tf.reduce_sum(tf.cast(is_word, tf.int32), 1) >= 2,
+                             tf.not_equal(first_id, last_id))
+    where = tf.range(length)[None]
+    out = tf.where(where == first[:, None], last_id[:, None], token_ids)
+    out = tf.where(where == last[:, None], first_id[:, None], out)
+    return tf.where(changed[:, None], out, token_ids), changed
+
+
+def patch_damsm_exchanges(weight: float) -> None:
+    """DAMSM's sentence loss gains, per two-shape caption and per word class (the colour
+    words, the shape words), weight x -log softmax over [its caption, the caption with its
+    two words of the class exchanged] (gamma3 x the image's cosine): the `stembind`
+    experiment, a sentence that must say which colour and which shape go where."""
+    import tensorflow as tf
+
+    from mirrorgan_tf.data.shapes import COLOURS, shapes_vocabulary
+    from mirrorgan_tf.training import run
+    from mirrorgan_tf.training.damsm import DAMSMTrainer
+
+    vocabulary = shapes_vocabulary()
+    shape_ids = [i for group in run.word_group_ids("shapes", vocabulary) for i in group]
+    colour_ids = [i for group in run.word_group_ids([[c] for c in COLOURS], vocabulary)
+                  for i in group]
+    classes = [tf.constant(colour_ids, tf.int32), tf.constant(shape_ids, tf.int32)]
+    original = DAMSMTrainer.damsm_losses
+
+    def damsm_losses(self, data, training):
+        word, sentence_term, image_global, sentence = original(self, data, training)
+        token_ids = tf.cast(data["token_ids"], tf.int32)
+        image = tf.math.l2_normalize(image_global, -1)
+        own = tf.reduce_sum(image * tf.math.l2_normalize(sentence, -1), -1)
+        extra = 0.0
+        for ids in classes:
+            exchanged, changed = exchanged_words(token_ids, ids)
+            _, other_sentence = self.text_encoder(exchanged, training=training)
+            other = tf.reduce_sum(image * tf.math.l2_normalize(other_sentence, -1), -1)
+            has = tf.cast(changed, tf.float32)
+            term = tf.nn.softplus(self.gamma3 * (other - own))
+            extra += tf.reduce_sum(term * has) / tf.maximum(tf.reduce_sum(has), 1.0)
+        return word, sentence_term + weight * extra, image_global, sentence
+
+    DAMSMTrainer.damsm_losses = damsm_losses
+
+
+def binding_read_out(folder: str, count: int) -> None:
+    """Two-shape scenes: does a model's STEM bind colours to shapes, and its generator?
+
+    Prints the mean cosine between the sentences of two-shape training captions and of the
+    same captions with their two colour words exchanged (1: the sentence is a bag of words),
+    against that of another two-shape caption; then, on the two-shape captions among the
+    first `count` held-out `full` captions of data seed 1, how often the two largest objects
+    the pixel reader finds hold the requested colours as a set, the requested cells as a set,
+    and the requested (colour, cell) pairs.
+    """
+    import re
+
+    from mirrorgan_tf.data.shapes import COLOURS, ShapesDataset
+    from mirrorgan_tf.evaluation.shapes_score import held_out_captions, read_objects
+    from mirrorgan_tf.task import TextToImage, resolve_preset
+
+    data = ShapesDataset("train", num_images=400, image_size=64, num_stages=1)
+    captions, swapped = [], []
+    for i in range(len(data)):
+        caption = data.captions(i)[0]
+        named = [w for w in caption.split() if w in COLOURS]
+        if len(data.scene(i).shapes) != 2 or len(set(named)) != 2 or len(named) != 2:
+            continue
+        a, b = named
+        exchanged = re.sub(rf"\b{a}\b", "@", caption)
+        exchanged = re.sub(rf"\b{b}\b", a, exchanged).replace("@", b)
+        captions.append(caption)
+        swapped.append(exchanged)
+
+    features = stem_features(folder)
+    own, other = (x / np.linalg.norm(x, axis=1, keepdims=True)
+                  for x in (features(captions), features(swapped)))
+    print(f"{len(captions)} two-shape captions: cosine with the colours exchanged "
+          f"{np.mean(np.sum(own * other, 1)):.3f}, with another two-shape caption "
+          f"{np.mean(np.sum(own * np.roll(own, 1, axis=0), 1)):.3f}")
+    if not os.path.exists(os.path.join(resolve_preset(folder), "generator.weights.h5")):
+        return  # a pretrain-stem run: no images to read
+    model = TextToImage.from_preset(folder, captioner=False)
+    held_out, specs = held_out_captions(count, 1, "full")
+    two = [i for i, spec in enumerate(specs) if spec is not None and len(spec.shapes) == 2]
+    texts = [held_out[i] for i in two]
+    images = np.concatenate([model.generate(texts[i : i + 16], seed=i)
+                             for i in range(0, len(texts), 16)])
+    hits = {"colours": 0, "cells": 0, "pairs": 0}
+    for image, i in zip(images, two, strict=True):
+        found, wanted = read_objects(image)[:2], specs[i].shapes
+        for key, attrs in (("colours", ("colour",)), ("cells", ("position",)),
+                           ("pairs", ("colour", "position"))):
+            hits[key] += (sorted(tuple(getattr(o, a) for a in attrs) for o in found)
+                          == sorted(tuple(getattr(w, a) for a in attrs) for w in wanted))
+    print(f"{len(two)} two-shape held-out captions: the two largest objects hold the colours "
+          f"{hits['colours'] / len(two):.3f}, the cells {hits['cells'] / len(two):.3f}, the "
+          f"(colour, cell) pairs {hits['pairs'] / len(two):.3f}")
+
+
+CLI_PATCHES = {"saturation": patch_saturation_paired_loss, "scenecode": patch_scene_code,
+               "cellcode": patch_cell_code}
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["cli"]:
+        # `mirrorgan-tf` itself, patched: `cli PATCH ARGS...`.
+        from mirrorgan_tf.cli import main as cli
+
+        if len(sys.argv) < 4 or sys.argv[2] not in CLI_PATCHES:
+            sys.exit(f"usage: {sys.argv[0]} cli {{{','.join(CLI_PATCHES)}}} MIRRORGAN_TF_ARGS...")
+        CLI_PATCHES[sys.argv[2]]()
+        sys.exit(cli(sys.argv[3:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment",
                         choices=("baseline", "spread", "grow128", *PATCHES, "places",
                                  "where", "critic", "supervised", "live", "probe",
-                                 "stemswap", "stemkeys"))
+                                 "stemswap", "stemkeys", "stembind", "binding"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
@@ -1207,7 +1460,8 @@ def main() -> None:
                         help="the discriminators also reject real images paired with their "
                              "caption with the shape word swapped (training.swap_negatives)")
     parser.add_argument("--name", help="the GAN run's folder under --out (default: EXPERIMENT); "
-                        "`places`: the runs to read, comma-separated")
+                        "`places`: the runs to read, comma-separated; `binding`: a model "
+                        "folder")
     parser.add_argument("--cells", choices=("nine", "centre", "aligned"), default="nine",
                         help="`supervised`: the level's nine cells, the centre cell alone, or "
                              "the nine cells at the 4x4 seed map's corners (as `aligned`)")
@@ -1230,7 +1484,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="step-00004000",
                         help="`live`: the checkpoint folder under RUN/checkpoints")
     parser.add_argument("--count", type=int, default=256,
-                        help="`live`: held-out captions to score")
+                        help="`live`, `binding`: held-out captions to score")
     parser.add_argument("--swap-weight", type=float, default=10.0,
                         help="`stemswap`: the weight of the swapped-caption term; `stemkeys`: "
                              "of the keyword code (`training.damsm_keyword_weight`; the log's "
@@ -1269,16 +1523,22 @@ def main() -> None:
     if args.experiment == "probe":
         probe_read_out(args.name, args.stem_words, args.whiten)
         return
-    if args.experiment in ("stemswap", "stemkeys"):
+    if args.experiment == "binding":
+        binding_read_out(args.name, args.count)
+        return
+    if args.experiment in ("stemswap", "stemkeys", "stembind"):
         from mirrorgan_tf.training import run
 
-        training = {}
+        training, data, steps = {}, "shapes:easy", 300
         if args.experiment == "stemswap":
             patch_damsm_swaps(args.swap_weight)
-        else:
+        elif args.experiment == "stemkeys":
             training = {"damsm_keywords": "shapes", "damsm_keyword_weight": args.swap_weight}
-        run.pretrain_stem(preset="shapes", data="shapes:easy", out=f"{args.out}/{args.name}",
-                          steps=300, batch_size=32, checkpoint_every=100, seed=0, verbose=2,
+        else:  # the shipped model's STEM: 500 steps on `full`
+            patch_damsm_exchanges(args.swap_weight)
+            data, steps = "shapes:full", 500
+        run.pretrain_stem(preset="shapes", data=data, out=f"{args.out}/{args.name}",
+                          steps=steps, batch_size=32, checkpoint_every=100, seed=0, verbose=2,
                           gf_dim=16, df_dim=16, training=training)
         return
     if args.experiment == "supervised":
