@@ -98,6 +98,13 @@ each word class (the colour words, the shape words), `--swap-weight` x -log soft
 gamma3 x the image's cosine with [its caption, the caption with its two words of the class
 exchanged] (`patch_damsm_exchanges`).
 
+`stemcells` pretrains a STEM with `nef` 160 on `full` (`--steps`, batch 32, into
+`--out/--name`; it resumes) with an extra term in DAMSM's loss: `--swap-weight` x the mean
+squared error between the sentence's first 135 dimensions and `cell_codes` of the caption
+(`patch_damsm_cell_code`), so that the sentence learns from the caption what each cell
+holds. `cells --name STEM` reads how well it does on 900 held-out captions
+(`cells_read_out`).
+
 `binding` reads a model folder or run (`--name`, e.g. `saved_models/shapes`; a pretrain-stem
 run for the first number alone) on two-shape scenes: the mean cosine between the STEM
 sentences of two-shape training captions and of the same captions with their two colour
@@ -1312,6 +1319,67 @@ def patch_cell_code() -> None:
     _patch_sentence_code(cell_codes, CELL_CODE_DIMS)
 
 
+def patch_damsm_cell_code(weight: float) -> None:
+    """DAMSM's loss gains weight x the mean squared error between the first 135 dimensions
+    of STEM's sentence and `cell_codes` of its captions: STEM learns from the caption what
+    each cell holds (the `stemcells` experiment; needs `nef` > 135)."""
+    import tensorflow as tf
+
+    from mirrorgan_tf.data.shapes import shapes_vocabulary
+    from mirrorgan_tf.training.damsm import DAMSMTrainer
+
+    vocabulary = shapes_vocabulary()
+    original = DAMSMTrainer.damsm_losses
+
+    def codes(token_ids):
+        captions = [" ".join(vocabulary.id_to_word(int(i)) for i in row if i)
+                    for row in token_ids.numpy()]
+        return cell_codes(captions)
+
+    def damsm_losses(self, data, training):
+        word, sentence_term, image_global, sentence = original(self, data, training)
+        target = tf.py_function(codes, [data["token_ids"]], tf.float32)
+        target.set_shape([None, CELL_CODE_DIMS])
+        code = tf.cast(sentence[:, :CELL_CODE_DIMS], tf.float32)
+        error = tf.reduce_mean(tf.reduce_sum(tf.square(code - target), axis=-1))
+        return word, sentence_term + weight * error, image_global, sentence
+
+    DAMSMTrainer.damsm_losses = damsm_losses
+
+
+def cells_read_out(folder: str) -> None:
+    """How well the first 135 sentence dimensions of a STEM (`--name`, a pretrain-stem run
+    or model folder) name what each cell holds, on 900 held-out `full` captions (3 per
+    scene): per cell, the cell counts as empty when its colour block's largest value is
+    below 1.5 (half the code's 3), else as holding that colour, the block's shape and size;
+    the fraction of captions with every cell right, and of shapes read right."""
+    from mirrorgan_tf.data.shapes import ShapesDataset
+
+    features = stem_features(folder)
+    test = ShapesDataset("test", num_images=300, image_size=64, num_stages=1)
+    captions = [test.captions(i)[k] for i in range(300) for k in range(3)]
+    code, truth = features(captions)[:, :CELL_CODE_DIMS], cell_codes(captions)
+
+    def read(c):
+        colour = c[:, :72].reshape(-1, 9, 8)
+        shape = c[:, 72:117].reshape(-1, 9, 5).argmax(-1)
+        size = c[:, 117:].reshape(-1, 9, 2).argmax(-1)
+        full = colour.max(-1) >= 1.5
+        return full, np.where(full, colour.argmax(-1), -1), shape, size
+
+    (full, colour, shape, size), (t_full, t_colour, t_shape, t_size) = read(code), read(truth)
+    scene_right = np.all(colour == t_colour, axis=1)
+    print(json.dumps({
+        "stem": folder,
+        "captions_with_every_cell_coloured_right": round(float(scene_right.mean()), 3),
+        "occupied_cells_found": round(float(full[t_full].mean()), 3),
+        "empty_cells_left_empty": round(float((~full[~t_full]).mean()), 3),
+        "colour_of_shapes": round(float((colour == t_colour)[t_full].mean()), 3),
+        "shape_of_shapes": round(float((shape == t_shape)[t_full].mean()), 3),
+        "size_of_shapes": round(float((size == t_size)[t_full].mean()), 3),
+    }))
+
+
 def exchanged_words(token_ids, ids):
     """Captions with their first and last word of `ids` exchanged where those two differ,
     and which captions were changed ("a red circle and a blue star" -> "a blue circle and a
@@ -1441,7 +1509,8 @@ def main() -> None:
     parser.add_argument("experiment",
                         choices=("baseline", "spread", "grow128", *PATCHES, "places",
                                  "where", "critic", "supervised", "live", "probe",
-                                 "stemswap", "stemkeys", "stembind", "binding"))
+                                 "stemswap", "stemkeys", "stembind", "stemcells", "cells",
+                                 "binding"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
@@ -1526,20 +1595,27 @@ def main() -> None:
     if args.experiment == "binding":
         binding_read_out(args.name, args.count)
         return
-    if args.experiment in ("stemswap", "stemkeys", "stembind"):
+    if args.experiment == "cells":
+        cells_read_out(args.name)
+        return
+    if args.experiment in ("stemswap", "stemkeys", "stembind", "stemcells"):
         from mirrorgan_tf.training import run
 
-        training, data, steps = {}, "shapes:easy", 300
+        training, data, steps, widths = {}, "shapes:easy", 300, {}
         if args.experiment == "stemswap":
             patch_damsm_swaps(args.swap_weight)
         elif args.experiment == "stemkeys":
             training = {"damsm_keywords": "shapes", "damsm_keyword_weight": args.swap_weight}
         else:  # the shipped model's STEM: 500 steps on `full`
-            patch_damsm_exchanges(args.swap_weight)
             data, steps = "shapes:full", 500
+            if args.experiment == "stembind":
+                patch_damsm_exchanges(args.swap_weight)
+            else:  # --steps of them (it resumes)
+                patch_damsm_cell_code(args.swap_weight)
+                steps, widths = args.steps, {"nef": 160}
         run.pretrain_stem(preset="shapes", data=data, out=f"{args.out}/{args.name}",
                           steps=steps, batch_size=32, checkpoint_every=100, seed=0, verbose=2,
-                          gf_dim=16, df_dim=16, training=training)
+                          gf_dim=16, df_dim=16, training=training, **widths)
         return
     if args.experiment == "supervised":
         if args.cells != "nine":
