@@ -99,7 +99,7 @@ gamma3 x the image's cosine with [its caption, the caption with its two words of
 exchanged] (`patch_damsm_exchanges`).
 
 `stemcells` pretrains a STEM with `nef` 160 on `full` (`--steps`, batch 32, into
-`--out/--name`; it resumes) with an extra term in DAMSM's loss: `--swap-weight` x the mean
+`--out/--name`; it resumes) with an extra term in DAMSM's loss: `--swap-weight` x the
 squared error between the sentence's first 135 dimensions and `cell_codes` of the caption
 (`patch_damsm_cell_code`), so that the sentence learns from the caption what each cell
 holds. `cells --name STEM` reads how well it does on 900 held-out captions
@@ -1282,20 +1282,29 @@ def cell_codes(captions) -> np.ndarray:
     return codes
 
 
-def _patch_sentence_code(code_of_captions, dims: int) -> None:
-    """Every `TextEncoder` writes `code_of_captions(its captions)` into sentence[:, :dims]."""
-    import tensorflow as tf
-
+def _codes_of_token_ids(code_of_captions):
+    """A function of a token-id tensor -> `code_of_captions` of the captions it spells (for
+    `tf.py_function`)."""
     from mirrorgan_tf.data.shapes import shapes_vocabulary
-    from mirrorgan_tf.networks.text_encoder import TextEncoder
 
     vocabulary = shapes_vocabulary()
-    original = TextEncoder.call
 
     def codes(token_ids):
         captions = [" ".join(vocabulary.id_to_word(int(i)) for i in row if i)
                     for row in token_ids.numpy()]
         return code_of_captions(captions)
+
+    return codes
+
+
+def _patch_sentence_code(code_of_captions, dims: int) -> None:
+    """Every `TextEncoder` writes `code_of_captions(its captions)` into sentence[:, :dims]."""
+    import tensorflow as tf
+
+    from mirrorgan_tf.networks.text_encoder import TextEncoder
+
+    original = TextEncoder.call
+    codes = _codes_of_token_ids(code_of_captions)
 
     def call(self, token_ids, training=None):
         words, sentence = original(self, token_ids, training=training)
@@ -1320,21 +1329,16 @@ def patch_cell_code() -> None:
 
 
 def patch_damsm_cell_code(weight: float) -> None:
-    """DAMSM's loss gains weight x the mean squared error between the first 135 dimensions
-    of STEM's sentence and `cell_codes` of its captions: STEM learns from the caption what
-    each cell holds (the `stemcells` experiment; needs `nef` > 135)."""
+    """DAMSM's loss gains weight x the squared error (summed over the 135 dimensions,
+    averaged over the batch) between the first 135 dimensions of STEM's sentence and
+    `cell_codes` of its captions: STEM learns from the caption what each cell holds (the
+    `stemcells` experiment; needs `nef` > 135)."""
     import tensorflow as tf
 
-    from mirrorgan_tf.data.shapes import shapes_vocabulary
     from mirrorgan_tf.training.damsm import DAMSMTrainer
 
-    vocabulary = shapes_vocabulary()
     original = DAMSMTrainer.damsm_losses
-
-    def codes(token_ids):
-        captions = [" ".join(vocabulary.id_to_word(int(i)) for i in row if i)
-                    for row in token_ids.numpy()]
-        return cell_codes(captions)
+    codes = _codes_of_token_ids(cell_codes)
 
     def damsm_losses(self, data, training):
         word, sentence_term, image_global, sentence = original(self, data, training)
