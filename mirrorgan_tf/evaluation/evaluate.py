@@ -322,10 +322,9 @@ class _ShapesTally:
     one-shape and two-shape scenes apart (`shapes_score.consistency_by_scene`) and together."""
 
     def __init__(self):
-        # {kind: {attribute or "overall": sum over shapes, "count": sum over scenes}}
+        # {kind: {attribute or "overall": sum over shapes, "count": sum over scenes,
+        #         "num_shapes", "num_scenes"}}
         self.sums: dict[str, dict[str, float]] = {}
-        self.num_shapes: dict[str, int] = {}
-        self.num_scenes: dict[str, int] = {}
         self.unparsed = 0
 
     def update(self, images: np.ndarray, captions: Sequence[str]) -> None:
@@ -340,19 +339,17 @@ class _ShapesTally:
         self.unparsed += sum(s is None for s in specs)
         kinds = [SCENE_KINDS[len(s.shapes)] for s in specs if s is not None]
         for kind, scores in consistency_by_scene(images, specs).items():
-            sums = self.sums.setdefault(kind, {})
             shapes, scenes = scores["num_shapes"], kinds.count(kind)
-            for key in (*ATTRIBUTES, "overall"):
-                sums[key] = sums.get(key, 0.0) + scores[key] * shapes
-            sums["count"] = sums.get("count", 0.0) + scores["count"] * scenes
-            self.num_shapes[kind] = self.num_shapes.get(kind, 0) + shapes
-            self.num_scenes[kind] = self.num_scenes.get(kind, 0) + scenes
+            weighted = {key: scores[key] * shapes for key in (*ATTRIBUTES, "overall")}
+            weighted.update(count=scores["count"] * scenes, num_shapes=shapes, num_scenes=scenes)
+            _add_into(self.sums.setdefault(kind, {}), weighted)
 
     @staticmethod
-    def _scores(sums: dict[str, float], shapes: int, scenes: int) -> dict[str, Any]:
-        result = {k: v / shapes for k, v in sums.items() if k != "count"}
-        result["count"] = sums["count"] / scenes
-        result.update(num_shapes=shapes, num_scenes=scenes)
+    def _scores(sums: dict[str, float]) -> dict[str, Any]:
+        shapes, scenes = sums["num_shapes"], sums["num_scenes"]
+        result = {k: v / shapes for k, v in sums.items()
+                  if k not in ("count", "num_shapes", "num_scenes")}
+        result.update(count=sums["count"] / scenes, num_shapes=shapes, num_scenes=scenes)
         return result
 
     def result(self) -> dict[str, Any]:
@@ -360,17 +357,17 @@ class _ShapesTally:
             raise ValueError("no caption could be parsed into a scene: no shapes score")
         total = {}
         for sums in self.sums.values():
-            for key, value in sums.items():
-                total[key] = total.get(key, 0.0) + value
-        result = self._scores(
-            total, sum(self.num_shapes.values()), sum(self.num_scenes.values())
-        )
+            _add_into(total, sums)
+        result = self._scores(total)
         result["unparsed_captions"] = self.unparsed
-        result["by_scene"] = {
-            kind: self._scores(sums, self.num_shapes[kind], self.num_scenes[kind])
-            for kind, sums in self.sums.items()
-        }
+        result["by_scene"] = {kind: self._scores(sums) for kind, sums in self.sums.items()}
         return result
+
+
+def _add_into(sums: dict[str, float], values: dict[str, float]) -> None:
+    """sums[k] += values[k] for every key (missing keys start at 0)."""
+    for key, value in values.items():
+        sums[key] = sums.get(key, 0) + value
 
 
 def _check_metrics(metrics, data: str, num_images: int, num_candidates: int,

@@ -175,7 +175,6 @@ def test_mirrored_damsm_pretraining_and_mirrorgan_training_match_single_device(
     print(_compare(single_device["stem"], stem), _compare(single_device["gan"], gan))
 
 
-
 @pytest.mark.slow
 def test_mirrored_damsm_pretraining_with_the_keyword_code_matches_single_device(tmp_path):
     # The keyword term is computed on the all-gathered batch, like the DAMSM terms: token ids
@@ -186,6 +185,7 @@ def test_mirrored_damsm_pretraining_with_the_keyword_code_matches_single_device(
     _run([["pretrain_stem", single, None, keywords]])
     _run([["pretrain_stem", mirrored, "mirrored", keywords]], devices=2)
     print(_compare(single, mirrored))
+
 
 def _free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
