@@ -1178,6 +1178,20 @@ def probe_read_out(folder: str, stem_words: bool = False, whiten: bool = False) 
     print(json.dumps({"stem": folder, "words": stem_words, "whiten": whiten, **result}))
 
 
+def _negative_caption_term(trainer, image_global, sentence, other_ids, has, training):
+    """Mean over the captions where `has` of -log softmax of gamma3 x the image's cosine with
+    [its caption, the caption `other_ids`] (softplus of the scaled cosine difference)."""
+    import tensorflow as tf
+
+    image = tf.math.l2_normalize(image_global, -1)
+    own = tf.reduce_sum(image * tf.math.l2_normalize(sentence, -1), -1)
+    _, other_sentence = trainer.text_encoder(other_ids, training=training)
+    other = tf.reduce_sum(image * tf.math.l2_normalize(other_sentence, -1), -1)
+    has = tf.cast(has, tf.float32)
+    term = tf.nn.softplus(trainer.gamma3 * (other - own))
+    return tf.reduce_sum(term * has) / tf.maximum(tf.reduce_sum(has), 1.0)
+
+
 def patch_damsm_swaps(weight: float) -> None:
     """DAMSM's sentence loss gains, per image, weight x -log softmax over [its caption, the
     same caption with the shape word swapped] (gamma3 x cosine), the `stemswap` experiment."""
@@ -1202,13 +1216,8 @@ def patch_damsm_swaps(weight: float) -> None:
         offset = tf.random.uniform(tf.shape(token_ids), 1, len(groups), dtype=tf.int32)
         swapped = tf.where(is_word, tf.gather(canonical, (group + offset) % len(groups)),
                            token_ids)
-        _, swapped_sentence = self.text_encoder(swapped, training=training)
-        image = tf.math.l2_normalize(image_global, -1)
-        own = tf.reduce_sum(image * tf.math.l2_normalize(sentence, -1), -1)
-        other = tf.reduce_sum(image * tf.math.l2_normalize(swapped_sentence, -1), -1)
-        has = tf.cast(tf.reduce_any(is_word, -1), tf.float32)
-        term = tf.nn.softplus(self.gamma3 * (other - own))
-        extra = tf.reduce_sum(term * has) / tf.maximum(tf.reduce_sum(has), 1.0)
+        extra = _negative_caption_term(self, image_global, sentence, swapped,
+                                       tf.reduce_any(is_word, -1), training)
         return word, sentence_term + weight * extra, image_global, sentence
 
     DAMSMTrainer.damsm_losses = damsm_losses
@@ -1290,9 +1299,7 @@ def _codes_of_token_ids(code_of_captions):
     vocabulary = shapes_vocabulary()
 
     def codes(token_ids):
-        captions = [" ".join(vocabulary.id_to_word(int(i)) for i in row if i)
-                    for row in token_ids.numpy()]
-        return code_of_captions(captions)
+        return code_of_captions([vocabulary.decode(row) for row in token_ids.numpy()])
 
     return codes
 
@@ -1426,16 +1433,11 @@ def patch_damsm_exchanges(weight: float) -> None:
     def damsm_losses(self, data, training):
         word, sentence_term, image_global, sentence = original(self, data, training)
         token_ids = tf.cast(data["token_ids"], tf.int32)
-        image = tf.math.l2_normalize(image_global, -1)
-        own = tf.reduce_sum(image * tf.math.l2_normalize(sentence, -1), -1)
         extra = 0.0
         for ids in classes:
             exchanged, changed = exchanged_words(token_ids, ids)
-            _, other_sentence = self.text_encoder(exchanged, training=training)
-            other = tf.reduce_sum(image * tf.math.l2_normalize(other_sentence, -1), -1)
-            has = tf.cast(changed, tf.float32)
-            term = tf.nn.softplus(self.gamma3 * (other - own))
-            extra += tf.reduce_sum(term * has) / tf.maximum(tf.reduce_sum(has), 1.0)
+            extra += _negative_caption_term(self, image_global, sentence, exchanged, changed,
+                                            training)
         return word, sentence_term + weight * extra, image_global, sentence
 
     DAMSMTrainer.damsm_losses = damsm_losses
