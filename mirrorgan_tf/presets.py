@@ -94,6 +94,10 @@ _BASE_CONFIG: dict[str, Any] = {
         # "shapes" for the built-in dataset's shape words, or a list of word groups
         "damsm_keywords": None,
         "damsm_keyword_weight": 1.0,
+        # > 0: the first 144 dimensions of STEM's sentence also learn what each cell of the
+        # built-in dataset's 3x3 grid holds (a recipe option, losses.cell_code_loss; needs
+        # --data shapes and nef >= 144), at this weight; 0 as published
+        "damsm_cell_code_weight": 0.0,
         "stream_learning_rate": 1e-3,
         "stream_batch_size": 128,
         "stream_epochs": 5,

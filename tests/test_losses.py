@@ -117,6 +117,37 @@ def test_keyword_code_loss_matches_a_loop_and_skips_captions_naming_no_group():
     assert float(losses.keyword_code_loss(plain, [[6, 0, 0]], groups)) < 1e-3
     assert float(losses.keyword_code_loss(plain, [[2, 3, 0]], groups)) == 0.0
 
+def test_cell_code_loss_matches_a_loop_and_skips_attributes_that_do_not_apply():
+    rng = np.random.default_rng(4)
+    classes = (3, 2)  # 2 cells x 5 dims
+    sentence = rng.normal(size=[3, 12]).astype("float32")  # 2 spare dimensions
+    labels = np.array([[[0, 1], [2, -1]], [[1, 0], [1, 1]], [[2, -1], [2, -1]]], np.int32)
+    got = float(losses.cell_code_loss(sentence, labels, classes))
+    total = 0.0
+    for row, cells in zip(sentence, labels, strict=True):
+        for cell, cell_labels in enumerate(cells):
+            start = 5 * cell
+            for count, label in zip(classes, cell_labels, strict=True):
+                logits = row[start : start + count].astype(np.float64)
+                start += count
+                if label >= 0:
+                    total -= logits[label] - np.log(np.exp(logits).sum())
+    assert got == pytest.approx(total / 3, rel=1e-5)
+    # The code read back is the labels, where they apply; a code written from the labels
+    # scores near 0; a sentence too narrow for the code is refused.
+    code = np.zeros([3, 12], np.float32)
+    for b, cells in enumerate(labels):
+        for cell, (first, second) in enumerate(cells):
+            code[b, 5 * cell + first] = 20.0
+            code[b, 5 * cell + 3 + max(second, 0)] = 20.0
+    assert float(losses.cell_code_loss(code, labels, classes)) < 1e-6
+    read = losses.read_cell_code(code, classes, 2).numpy()
+    np.testing.assert_array_equal(np.where(labels < 0, 0, labels), read)
+    assert losses.cell_code_width(classes, 2) == 10
+    with pytest.raises(ValueError, match="needs 10 sentence dimensions"):
+        losses.cell_code_loss(sentence[:, :8], labels, classes)
+
+
 def test_discriminator_and_generator_losses():
     real = tf.constant([2.0, -1.0, 0.5])
     fake = tf.constant([-3.0, 0.2, 1.0])

@@ -80,6 +80,10 @@ BACKGROUND_TONES: tuple[tuple[int, int, int], ...] = (
 )
 MAX_CAPTION_WORDS = 16
 NUM_CLASSES = len(SHAPES) * len(COLOURS)
+# The colour label of an empty cell in `SceneSpec.cell_labels`, and the class counts of a
+# cell's colour (with empty), shape and size: `losses.cell_code_loss`'s `classes`.
+CELL_EMPTY = len(COLOURS)
+CELL_CODE_CLASSES = (len(COLOURS) + 1, len(SHAPES), len(SIZES))
 
 # Box side as a fraction of the grid cell: drawn extents and the nominal value of each size.
 SIZE_EXTENTS = {"small": (0.40, 0.54), "large": (0.72, 0.86)}
@@ -284,6 +288,27 @@ class SceneSpec:
         """Index of the first shape's (shape, colour) pair, in `[0, NUM_CLASSES)`."""
         first = self.shapes[0]
         return SHAPES.index(first.shape) * len(COLOURS) + list(COLOURS).index(first.colour)
+
+    def cell_labels(self) -> np.ndarray:
+        """What each cell of the grid holds, as class labels: int32 `[9, 3]`.
+
+        Row `k` is cell `POSITIONS[k]`: (colour index in `COLOURS`, shape index in `SHAPES`,
+        size index in `SIZES`) of the shape there; an empty cell is `(CELL_EMPTY, -1, -1)`.
+        The targets of STEM's cell code (`losses.cell_code_loss`, `training.
+        damsm_cell_code_weight`).
+
+        Example:
+            >>> scene = SceneSpec((ShapeSpec("star", "blue", "small", "centre"),))
+            >>> scene.cell_labels()[4].tolist(), scene.cell_labels()[0].tolist()
+            ([5, 4, 0], [8, -1, -1])
+        """
+        labels = np.tile(np.array([[CELL_EMPTY, -1, -1]], np.int32), [len(POSITIONS), 1])
+        for spec in self.shapes:
+            labels[POSITIONS.index(spec.position)] = (
+                list(COLOURS).index(spec.colour), SHAPES.index(spec.shape),
+                SIZES.index(spec.size),
+            )
+        return labels
 
 
 # === Rendering ===
@@ -904,9 +929,10 @@ def make_dataset(
     Each element is `{"images": (one float32 [s, s, 3] image in [-1, 1] per stage, smallest
     first; lower stages are antialiased bilinear downscales of the largest), "token_ids":
     int32 [max_length], "caption_length": int32, "class_id": int32, "key": string, "caption":
-    string}`, unbatched. With `training`, the order is shuffled and one of the image's captions
-    is drawn each epoch (tokenized with `tokenizer.tokenize_for_training`); otherwise the order
-    is fixed and each image gets its first caption (or all of them, with `all_captions`).
+    string, "cell_labels": int32 [9, 3] (`SceneSpec.cell_labels`)}`, unbatched. With
+    `training`, the order is shuffled and one of the image's captions is drawn each epoch
+    (tokenized with `tokenizer.tokenize_for_training`); otherwise the order is fixed and each
+    image gets its first caption (or all of them, with `all_captions`).
     Everything is a function of `seed`. No flips or crops: they would change the positions the
     captions name.
 
@@ -935,6 +961,7 @@ def make_dataset(
     n, per_image = len(data), data.captions_per_image
     all_texts = tf.constant([data.captions(i) for i in range(n)], tf.string)  # [n, C]
     class_ids = tf.constant([data.class_id(i) for i in range(n)], tf.int32)
+    cell_labels = tf.constant(np.stack([data.scene(i).cell_labels() for i in range(n)]))
     keys = tf.constant([data.key(i) for i in range(n)], tf.string)
     if cache is None:
         cache = n * image_size * image_size * 3 <= 512 * 2**20
@@ -970,6 +997,7 @@ def make_dataset(
             "token_ids": tf.cast(ids, tf.int32),
             "caption_length": tf.cast(length, tf.int32),
             "class_id": class_ids[index],
+            "cell_labels": cell_labels[index],
             "key": keys[index],
             "caption": caption,
         }

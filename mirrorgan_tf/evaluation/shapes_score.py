@@ -32,6 +32,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from mirrorgan_tf.data.shapes import (
+    CELL_CODE_CLASSES,
+    CELL_EMPTY,
     COLOURS,
     DEFAULT_LEVEL,
     POSITIONS,
@@ -53,6 +55,7 @@ __all__ = [
     "read_objects",
     "read_scene",
     "score_captioner",
+    "score_cell_code",
     "score_model",
 ]
 
@@ -469,6 +472,42 @@ def score_model(model, captions: Sequence[str], specs: Sequence[SceneSpec],
     )
     result = consistency_score(images, specs)
     return {k: round(float(v), 3) for k, v in result.items()}
+
+
+def score_cell_code(model, count: int, seed: int = 0,
+                    level: str = DEFAULT_LEVEL) -> dict[str, float]:
+    """How well STEM's cell code (`training.damsm_cell_code_weight`) says what each cell of a
+    held-out caption's scene holds, read from the sentence (`losses.read_cell_code`).
+
+    Args:
+        model: anything with `encode_text(captions)["sentence"]` (a `TextToImage`) whose
+            STEM learnt the cell code.
+        count: how many held-out captions (`held_out_captions`).
+        seed: the data seed of the test split.
+        level: the dataset's difficulty level.
+
+    Returns:
+        `"scenes"`: the fraction of captions with the colour (or emptiness) of all nine
+        cells right; `"colour"`, `"shape"`, `"size"`: of the requested shapes, read in their
+        cell; `"empty"`: of the cells the caption leaves empty, read empty.
+
+    Example:
+        >>> score_cell_code(TextToImage.from_preset("runs/stem"), 256)  # doctest: +SKIP
+        {'scenes': 0.91, 'colour': 0.95, 'shape': 0.98, 'size': 0.99, 'empty': 0.99}
+    """
+    from mirrorgan_tf.losses import read_cell_code  # TensorFlow: only where a model is read
+
+    captions, specs = held_out_captions(count, seed, level)
+    truth = np.stack([spec.cell_labels() for spec in specs])
+    sentence = model.encode_text(captions)["sentence"]
+    read = read_cell_code(sentence, CELL_CODE_CLASSES, len(POSITIONS)).numpy()
+    right = read == truth
+    occupied = truth[..., 0] != CELL_EMPTY
+    result = {"scenes": float(np.all(right[..., 0], axis=1).mean())}
+    for index, name in enumerate(("colour", "shape", "size")):
+        result[name] = float(right[..., index][occupied].mean())
+    result["empty"] = float(right[..., 0][~occupied].mean())
+    return {k: round(v, 3) for k, v in result.items()}
 
 
 def _best_pairing(read: Sequence, requested: Sequence) -> dict[str, int]:

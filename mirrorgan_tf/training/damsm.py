@@ -20,7 +20,13 @@ from mirrorgan_tf.distribute import (
     replica_context,
     step_logs,
 )
-from mirrorgan_tf.losses import damsm_sentence_loss, damsm_word_loss, keyword_code_loss
+from mirrorgan_tf.losses import (
+    cell_code_loss,
+    cell_code_width,
+    damsm_sentence_loss,
+    damsm_word_loss,
+    keyword_code_loss,
+)
 from mirrorgan_tf.training.base import PrebuiltTrainer
 
 
@@ -178,6 +184,11 @@ class DAMSMTrainer(PrebuiltTrainer):
             of the sentence also learn to name which groups' words a caption holds
             (`losses.keyword_code_loss`, a recipe option; README, the deviations).
         keyword_weight: the weight of that loss.
+        cell_code_classes: None (published), or the class count of each attribute of a cell
+            (the built-in dataset's `data.shapes.CELL_CODE_CLASSES`): the first dimensions of
+            the sentence also learn what each cell of the scene holds, from the batches'
+            `cell_labels` (`losses.cell_code_loss`, a recipe option; README, the deviations).
+        cell_code_weight: the weight of that loss.
         **kwargs: passed to `keras.Model`.
 
     Example:
@@ -197,6 +208,8 @@ class DAMSMTrainer(PrebuiltTrainer):
         rnn_grad_clip: float | None = 0.25,
         keyword_groups: Sequence[Sequence[int]] | None = None,
         keyword_weight: float = 1.0,
+        cell_code_classes: Sequence[int] | None = None,
+        cell_code_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -220,11 +233,22 @@ class DAMSMTrainer(PrebuiltTrainer):
                 )
             self.keyword_groups = groups
         self.keyword_weight = keyword_weight
+        self.cell_code_classes = None
+        if cell_code_classes:
+            classes = [int(c) for c in cell_code_classes]
+            if min(classes) < 2:
+                raise ValueError(
+                    f"`cell_code_classes` must count at least 2 classes per attribute; got "
+                    f"{cell_code_classes!r}."
+                )
+            self.cell_code_classes = classes
+        self.cell_code_weight = cell_code_weight
 
         # === Metrics ===
         self.word_loss_tracker = keras.metrics.Mean(name="word_loss")
         self.sentence_loss_tracker = keras.metrics.Mean(name="sentence_loss")
         self.keyword_loss_tracker = keras.metrics.Mean(name="keyword_loss")
+        self.cell_code_loss_tracker = keras.metrics.Mean(name="cell_code_loss")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.r_precision_tracker = keras.metrics.Mean(name="r_precision")
         # The encoders build their weights in their constructors: nothing is left to build.
@@ -236,6 +260,7 @@ class DAMSMTrainer(PrebuiltTrainer):
             self.word_loss_tracker,
             self.sentence_loss_tracker,
             self.keyword_loss_tracker,
+            self.cell_code_loss_tracker,
             self.loss_tracker,
             self.r_precision_tracker,
         ]
@@ -284,11 +309,41 @@ class DAMSMTrainer(PrebuiltTrainer):
             return tf.constant(0.0)
         return keyword_code_loss(sentence, token_ids, self.keyword_groups, self.gamma3)
 
-    def _update_trackers(self, word, sentence, keyword) -> dict:
+    def cell_loss(self, sentence, cell_labels):
+        """`losses.cell_code_loss` of a batch with `cell_code_classes` (0 without)."""
+        if self.cell_code_classes is None:
+            return tf.constant(0.0)
+        return cell_code_loss(sentence, cell_labels, self.cell_code_classes)
+
+    def _cell_labels(self, data):
+        """The batch's `cell_labels` when the cell code is on (None otherwise)."""
+        if self.cell_code_classes is None:
+            return None
+        if "cell_labels" not in data:
+            raise ValueError(
+                "The cell code (`cell_code_classes`, `training.damsm_cell_code_weight`) needs "
+                "`cell_labels` in every batch: data that says what each cell holds, as the "
+                "built-in dataset (`--data shapes`) does."
+            )
+        labels = data["cell_labels"]
+        width = cell_code_width(self.cell_code_classes, labels.shape[1])
+        if width > self.text_encoder.nef:
+            raise ValueError(
+                f"The cell code needs {width} sentence dimensions; STEM has nef "
+                f"{self.text_encoder.nef} (`--set nef=...`)."
+            )
+        return labels
+
+    def total_loss(self, word, sentence, keyword, cells):
+        """The loss the encoders minimise: DAMSM's two terms plus the weighted codes."""
+        return word + sentence + self.keyword_weight * keyword + self.cell_code_weight * cells
+
+    def _update_trackers(self, word, sentence, keyword, cells) -> dict:
         self.word_loss_tracker.update_state(word)
         self.sentence_loss_tracker.update_state(sentence)
         self.keyword_loss_tracker.update_state(keyword)
-        self.loss_tracker.update_state(word + sentence + self.keyword_weight * keyword)
+        self.cell_code_loss_tracker.update_state(cells)
+        self.loss_tracker.update_state(self.total_loss(word, sentence, keyword, cells))
         logs = {
             "word_loss": self.word_loss_tracker.result(),
             "sentence_loss": self.sentence_loss_tracker.result(),
@@ -296,6 +351,8 @@ class DAMSMTrainer(PrebuiltTrainer):
         }
         if self.keyword_groups is not None:
             logs["keyword_loss"] = self.keyword_loss_tracker.result()
+        if self.cell_code_classes is not None:
+            logs["cell_code_loss"] = self.cell_code_loss_tracker.result()
         return step_logs(logs)
 
     def _global_damsm_losses(self, data, training: bool):
@@ -320,11 +377,13 @@ class DAMSMTrainer(PrebuiltTrainer):
         text_variables = list(self.text_encoder.trainable_variables)
         image_variables = list(self.image_encoder.trainable_variables)
         replicas = num_replicas()
+        cell_labels = self._cell_labels(data)
         with tf.GradientTape() as tape:
             word, sentence, _, sentence_features = self._global_damsm_losses(data, training=True)
             # Not contrastive, but computed on the global batch like the rest of the loss.
             keyword = self.keyword_loss(sentence_features, gather_batch(data["token_ids"]))
-            loss = word + sentence + self.keyword_weight * keyword
+            cells = self.cell_loss(sentence_features, gather_batch(cell_labels))
+            loss = self.total_loss(word, sentence, keyword, cells)
             # Every replica holds the global loss: each contributes 1 / replicas of it (the
             # all-gather's gradient sums the replicas' shares back for each replica's rows).
             scaled_loss = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
@@ -356,12 +415,13 @@ class DAMSMTrainer(PrebuiltTrainer):
                 strict=True,
             )
         )
-        return self._update_trackers(word, sentence, keyword)
+        return self._update_trackers(word, sentence, keyword, cells)
 
     def test_step(self, data):
         word, sentence, image_global, sentence_features = self.damsm_losses(data, training=False)
         keyword = self.keyword_loss(sentence_features, data["token_ids"])
-        logs = self._update_trackers(word, sentence, keyword)
+        cells = self.cell_loss(sentence_features, self._cell_labels(data))
+        logs = self._update_trackers(word, sentence, keyword, cells)
         self.r_precision_tracker.update_state(
             batch_retrieval_accuracy(image_global, sentence_features)
         )
@@ -379,6 +439,8 @@ class DAMSMTrainer(PrebuiltTrainer):
             rnn_grad_clip=self.rnn_grad_clip,
             keyword_groups=self.keyword_groups,
             keyword_weight=self.keyword_weight,
+            cell_code_classes=self.cell_code_classes,
+            cell_code_weight=self.cell_code_weight,
         )
         return config
 

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from mirrorgan_tf import presets
 from mirrorgan_tf.data import pipeline
-from mirrorgan_tf.data.shapes import SHAPE_WORD_GROUPS
+from mirrorgan_tf.data.shapes import CELL_CODE_CLASSES, SHAPE_WORD_GROUPS
 from mirrorgan_tf.data.tokenizer import Tokenizer
 from mirrorgan_tf.data.vocabulary import Vocabulary
 from mirrorgan_tf.task import RUN_MODEL_DIR, TextToImage, resolve_preset
@@ -418,7 +418,10 @@ def pretrain_stem(
     >>> pretrain_stem("shapes", "shapes", "runs/stem", steps=300)  # doctest: +SKIP
     """
     arguments = {"batch_size": batch_size, "seed": seed, "curriculum": curriculum}
-    _check_builtin_options(data, curriculum=curriculum)
+    # The cell code's targets are the built-in scenes' (`SceneSpec.cell_labels`).
+    cell_code = overrides.get("training", {}).get("damsm_cell_code_weight")
+    _check_builtin_options(data, curriculum=curriculum,
+                           **{"training.damsm_cell_code_weight": cell_code})
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
         preset, data, out, "pretrain-stem", arguments, mixed_precision, seed, strategy, **overrides
@@ -441,6 +444,8 @@ def pretrain_stem(
             keyword_groups=word_group_ids(training["damsm_keywords"], tokenizer.vocabulary,
                                           "training.damsm_keywords"),
             keyword_weight=training["damsm_keyword_weight"],
+            cell_code_classes=CELL_CODE_CLASSES if training["damsm_cell_code_weight"] else None,
+            cell_code_weight=training["damsm_cell_code_weight"],
         )
         epoch_steps = max(1, pipeline.num_examples(data, "train") // batch_size)
         trainer.compile(

@@ -10,12 +10,15 @@ import tensorflow as tf
 from mirrorgan_tf.data import shapes
 from mirrorgan_tf.data.shapes import (
     BACKGROUNDS,
+    CELL_CODE_CLASSES,
+    CELL_EMPTY,
     COLOURS,
     HELD_OUT_COMBINATIONS,
     MAX_CAPTION_WORDS,
     NUM_CLASSES,
     POSITIONS,
     SHAPES,
+    SIZES,
     SceneSpec,
     ShapesDataset,
     ShapeSpec,
@@ -99,6 +102,26 @@ def test_two_shapes_never_touch():
         for dy, dx in itertools.product((-1, 0, 1), repeat=2):  # dilate by one pixel
             grown |= np.roll(masks[0], (dy, dx), axis=(0, 1))
         assert not (grown & masks[1]).any(), scene
+
+
+def test_cell_labels_say_what_each_cell_holds():
+    scene = SceneSpec((ShapeSpec("star", "blue", "small", "centre"),
+                       ShapeSpec("circle", "red", "large", "top left")))
+    labels = scene.cell_labels()
+    assert labels.shape == (9, 3) and labels.dtype == np.int32
+    assert labels[POSITIONS.index("centre")].tolist() == [
+        list(COLOURS).index("blue"), SHAPES.index("star"), SIZES.index("small")]
+    assert labels[POSITIONS.index("top left")].tolist() == [
+        list(COLOURS).index("red"), SHAPES.index("circle"), SIZES.index("large")]
+    empty = [k for k in range(9) if POSITIONS[k] not in ("centre", "top left")]
+    assert labels[empty].tolist() == [[CELL_EMPTY, -1, -1]] * 7
+    # The same shapes in the other order are the same scene; colours exchanged are not.
+    swapped = SceneSpec(scene.shapes[::-1])
+    np.testing.assert_array_equal(swapped.cell_labels(), labels)
+    exchanged = SceneSpec((ShapeSpec("star", "red", "small", "centre"),
+                           ShapeSpec("circle", "blue", "large", "top left")))
+    assert not np.array_equal(exchanged.cell_labels(), labels)
+    assert CELL_CODE_CLASSES == (len(COLOURS) + 1, len(SHAPES), len(SIZES))
 
 
 def test_spec_validation():
@@ -233,7 +256,8 @@ def test_make_dataset_matches_the_contract():
         if not training:
             assert keys == [data.key(i) for i in range(6)]
         for e in examples:
-            assert set(e) == {"images", "token_ids", "caption_length", "class_id", "key", "caption"}
+            assert set(e) == {"images", "token_ids", "caption_length", "class_id", "key", "caption",
+                              "cell_labels"}
             i = int(e["key"].numpy().decode().rsplit("/", 1)[1])
             images = e["images"]
             assert isinstance(images, tuple) and len(images) == 3
@@ -255,6 +279,10 @@ def test_make_dataset_matches_the_contract():
                 tokenize_text(caption)
             )
             assert e["class_id"].dtype == tf.int32 and int(e["class_id"]) == data.class_id(i)
+            np.testing.assert_array_equal(e["cell_labels"].numpy(), data.scene(i).cell_labels())
+            # The caption says the same: parsed back, its scene has the same labels.
+            np.testing.assert_array_equal(parse_caption(caption).cell_labels(),
+                                          data.scene(i).cell_labels())
 
 
 def test_make_dataset_is_deterministic_by_seed():

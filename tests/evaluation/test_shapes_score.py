@@ -186,3 +186,49 @@ def test_score_captioner_reads_what_the_captions_say():
     nonsense = score_captioner(_ListCaptioner(["zzz"] * 40), 40, level="medium")
     assert nonsense == {"colour": 0.0, "shape": 0.0, "size": 0.0, "position": 0.0,
                         "unreadable": 1.0}
+
+
+class _CodeEncoder:
+    """`encode_text` whose sentence is the cell code of `scene_of(caption)`'s labels."""
+
+    def __init__(self, scene_of):
+        self.scene_of = scene_of
+
+    def encode_text(self, captions):
+        from mirrorgan_tf.data.shapes import CELL_CODE_CLASSES
+
+        width = sum(CELL_CODE_CLASSES)
+        sentence = np.zeros([len(captions), 9 * width + 4], np.float32)
+        for row, caption in enumerate(captions):
+            for cell, labels in enumerate(self.scene_of(caption).cell_labels()):
+                start = cell * width
+                for count, label in zip(CELL_CODE_CLASSES, labels, strict=True):
+                    sentence[row, start + max(label, 0)] = 5.0
+                    start += count
+        return {"sentence": sentence}
+
+
+def test_score_cell_code_reads_what_each_cell_holds():
+    from mirrorgan_tf.evaluation.shapes_score import held_out_captions, score_cell_code
+
+    captions, specs = held_out_captions(30)
+    perfect = score_cell_code(_CodeEncoder(parse_caption), 30)
+    assert perfect == {"scenes": 1.0, "colour": 1.0, "shape": 1.0, "size": 1.0, "empty": 1.0}
+    # Every scene one place on: each shape read in the wrong cell.
+    other = dict(zip(captions, specs[1:] + specs[:1], strict=True))
+    shifted = score_cell_code(_CodeEncoder(other.get), 30)
+    assert shifted["scenes"] < 0.2 and shifted["colour"] < 0.3 and shifted["empty"] < 1.0
+    # Both shapes' colours exchanged in two-shape scenes: the cells' colours are wrong there,
+    # shapes and sizes right (a bag of words cannot tell these scenes apart).
+    def exchanged(caption):
+        scene = parse_caption(caption)
+        if len(scene.shapes) == 1:
+            return scene
+        a, b = scene.shapes
+        return SceneSpec((ShapeSpec(a.shape, b.colour, a.size, a.position),
+                          ShapeSpec(b.shape, a.colour, b.size, b.position)))
+
+    two = sum(len(s.shapes) == 2 and s.shapes[0].colour != s.shapes[1].colour for s in specs)
+    mixed = score_cell_code(_CodeEncoder(exchanged), 30)
+    assert mixed["scenes"] == round(1 - two / 30, 3) and two >= 5
+    assert mixed["shape"] == mixed["size"] == mixed["empty"] == 1.0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mirrorgan_tf.losses import damsm_sentence_loss, damsm_word_loss
+from mirrorgan_tf.losses import damsm_sentence_loss, damsm_word_loss, read_cell_code
 from mirrorgan_tf.networks.image_encoder import ImageEncoder
 from mirrorgan_tf.networks.text_encoder import TextEncoder
 from mirrorgan_tf.training.damsm import (
@@ -110,6 +110,53 @@ def test_keyword_groups_teach_the_sentence_to_name_the_group():
     assert (restored.keyword_groups, restored.keyword_weight) == ([[2], [3]], 2.0)
     with pytest.raises(ValueError, match="one per"):
         make_trainer(keyword_groups=[[i] for i in range(2, 11)])  # 9 groups, nef 8
+
+def test_cell_code_teaches_the_sentence_what_each_cell_holds():
+    # Two cells, two attributes of two classes each (8 dims = nef); the first word says
+    # which of two scenes a caption describes: cell 0 holds (0, 1) or (1, 0), cell 1 is the
+    # other colour with its second attribute not applying (-1).
+    batch = make_batch(class_ids=(0, 1, 2, 3))
+    batch["token_ids"][:, 0] = [2, 3, 2, 3]
+    batch["token_ids"][:, 1:][np.isin(batch["token_ids"][:, 1:], [2, 3])] = 4
+    scenes = {2: [[0, 1], [1, -1]], 3: [[1, 0], [0, -1]]}
+    batch["cell_labels"] = np.array([scenes[i] for i in batch["token_ids"][:, 0]], np.int32)
+    keras.utils.set_random_seed(0)
+    # The shapes preset's sentence (norm sqrt(nef)): logits beyond the LSTM's (-1, 1).
+    trainer = DAMSMTrainer(
+        TextEncoder(VOCAB, embedding_dim=8, nef=8, normalize_sentence=True),
+        ImageEncoder(nef=8, backbone="small"), cell_code_classes=(2, 2), cell_code_weight=2.0,
+    )
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5))
+    dataset = tf.data.Dataset.from_tensors(batch)
+    before = trainer.evaluate(dataset, return_dict=True, verbose=0)
+    history = trainer.fit(dataset.repeat(), steps_per_epoch=100, epochs=1, verbose=0)
+    after = trainer.evaluate(dataset, return_dict=True, verbose=0)
+
+    assert "cell_code_loss" in history.history
+    assert after["loss"] == pytest.approx(
+        after["word_loss"] + after["sentence_loss"] + 2.0 * after["cell_code_loss"], rel=1e-5
+    )
+    assert after["cell_code_loss"] < 0.5 * before["cell_code_loss"], (before, after)
+    _, sentence = trainer.text_encoder(batch["token_ids"], training=False)
+    read = read_cell_code(sentence, (2, 2), 2).numpy()
+    np.testing.assert_array_equal(read[:, :, 0], batch["cell_labels"][:, :, 0])
+    np.testing.assert_array_equal(read[:, 0, 1], batch["cell_labels"][:, 0, 1])
+    restored = DAMSMTrainer.from_config(trainer.get_config())
+    assert (restored.cell_code_classes, restored.cell_code_weight) == ([2, 2], 2.0)
+
+
+def test_cell_code_refuses_batches_without_labels_and_a_sentence_too_narrow():
+    batch = make_batch()
+    trainer = make_trainer(cell_code_classes=(2, 2))
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    with pytest.raises(ValueError, match="needs `cell_labels`"):
+        trainer.evaluate(tf.data.Dataset.from_tensors(batch), verbose=0)
+    batch["cell_labels"] = np.zeros([4, 3, 2], np.int32)  # 3 cells x 4 classes > nef 8
+    with pytest.raises(ValueError, match="12 sentence dimensions; STEM has nef 8"):
+        trainer.evaluate(tf.data.Dataset.from_tensors(batch), verbose=0)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        make_trainer(cell_code_classes=(2, 1))
+
 
 def test_text_gradients_are_clipped_and_image_gradients_are_not():
     batch = make_batch()

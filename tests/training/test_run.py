@@ -242,6 +242,23 @@ def test_curriculum_and_eval_need_the_built_in_data(pretrained, tmp_path):
     assert not (tmp_path / "pre").exists()  # refused before a run folder was written
 
 
+def test_stem_learns_the_cell_code_from_the_built_in_scenes_only(tmp_path):
+    cell_code = {**TINY, "nef": 144, "training": {"damsm_cell_code_weight": 2.0}}
+    stem = run.pretrain_stem("shapes", "shapes", str(tmp_path / "stem"), steps=2, batch_size=4,
+                             checkpoint_every=2, verbose=0, **cell_code)
+    with open(os.path.join(stem, "losses.csv"), encoding="utf-8") as f:
+        assert "cell_code_loss" in f.readline().split(",")
+    (tmp_path / "birds").mkdir()
+    (tmp_path / "birds" / "captions.pickle").write_bytes(b"")
+    with pytest.raises(ValueError, match="`training.damsm_cell_code_weight` needs the built-in"):
+        run.pretrain_stem("shapes", str(tmp_path / "birds"), str(tmp_path / "pre"), steps=2,
+                          verbose=0, **cell_code)
+    assert not (tmp_path / "pre").exists()
+    with pytest.raises(ValueError, match="144 sentence dimensions; STEM has nef 16"):
+        run.pretrain_stem("shapes", "shapes", str(tmp_path / "narrow"), steps=2, batch_size=4,
+                          verbose=0, **{**cell_code, "nef": 16})
+
+
 @pytest.mark.parametrize("kind", ["stem", "stream"])
 def test_pretraining_moves_through_curriculum_levels(kind, tmp_path, opened):
     pretrain = {"stem": run.pretrain_stem, "stream": run.pretrain_stream}[kind]
