@@ -87,17 +87,28 @@ def test_overfits_a_fixed_batch_and_updates_the_right_weights():
 
 
 
-def test_keyword_groups_teach_the_sentence_to_name_the_group():
-    # Each caption starts with word 2 or word 3 (two groups) and holds neither elsewhere.
+def _two_word_batch():
+    """Each caption starts with word 2 or word 3 and holds neither elsewhere."""
     batch = make_batch(class_ids=(0, 1, 2, 3))
     batch["token_ids"][:, 0] = [2, 3, 2, 3]
     batch["token_ids"][:, 1:][np.isin(batch["token_ids"][:, 1:], [2, 3])] = 4
-    trainer = make_trainer(keyword_groups=[[2], [3]], keyword_weight=2.0)
+    return batch
+
+
+def _fit_fixed_batch(trainer, batch, steps):
+    """`(losses before, fit history, losses after)` of `steps` steps on one batch."""
     trainer.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5))
     dataset = tf.data.Dataset.from_tensors(batch)
     before = trainer.evaluate(dataset, return_dict=True, verbose=0)
-    history = trainer.fit(dataset.repeat(), steps_per_epoch=40, epochs=1, verbose=0)
-    after = trainer.evaluate(dataset, return_dict=True, verbose=0)
+    history = trainer.fit(dataset.repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
+    return before, history, trainer.evaluate(dataset, return_dict=True, verbose=0)
+
+
+def test_keyword_groups_teach_the_sentence_to_name_the_group():
+    # Two groups: word 2 and word 3.
+    batch = _two_word_batch()
+    trainer = make_trainer(keyword_groups=[[2], [3]], keyword_weight=2.0)
+    before, history, after = _fit_fixed_batch(trainer, batch, 40)
 
     assert "keyword_loss" in history.history
     assert after["loss"] == pytest.approx(
@@ -111,13 +122,12 @@ def test_keyword_groups_teach_the_sentence_to_name_the_group():
     with pytest.raises(ValueError, match="one per"):
         make_trainer(keyword_groups=[[i] for i in range(2, 11)])  # 9 groups, nef 8
 
+
 def test_cell_code_teaches_the_sentence_what_each_cell_holds():
     # Two cells, two attributes of two classes each (8 dims = nef); the first word says
     # which of two scenes a caption describes: cell 0 holds (0, 1) or (1, 0), cell 1 is the
     # other colour with its second attribute not applying (-1).
-    batch = make_batch(class_ids=(0, 1, 2, 3))
-    batch["token_ids"][:, 0] = [2, 3, 2, 3]
-    batch["token_ids"][:, 1:][np.isin(batch["token_ids"][:, 1:], [2, 3])] = 4
+    batch = _two_word_batch()
     scenes = {2: [[0, 1], [1, -1]], 3: [[1, 0], [0, -1]]}
     batch["cell_labels"] = np.array([scenes[i] for i in batch["token_ids"][:, 0]], np.int32)
     keras.utils.set_random_seed(0)
@@ -126,11 +136,7 @@ def test_cell_code_teaches_the_sentence_what_each_cell_holds():
         TextEncoder(VOCAB, embedding_dim=8, nef=8, normalize_sentence=True),
         ImageEncoder(nef=8, backbone="small"), cell_code_classes=(2, 2), cell_code_weight=2.0,
     )
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5))
-    dataset = tf.data.Dataset.from_tensors(batch)
-    before = trainer.evaluate(dataset, return_dict=True, verbose=0)
-    history = trainer.fit(dataset.repeat(), steps_per_epoch=100, epochs=1, verbose=0)
-    after = trainer.evaluate(dataset, return_dict=True, verbose=0)
+    before, history, after = _fit_fixed_batch(trainer, batch, 100)
 
     assert "cell_code_loss" in history.history
     assert after["loss"] == pytest.approx(
