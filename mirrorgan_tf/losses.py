@@ -375,6 +375,21 @@ def cell_code_width(classes: Sequence[int], num_cells: int) -> int:
     return num_cells * sum(int(c) for c in classes)
 
 
+def _cell_code_blocks(sentence, classes: Sequence[int], num_cells: int) -> list[tf.Tensor]:
+    """The cell code's logits, one float32 [B, num_cells, count] block per attribute."""
+    classes = [int(c) for c in classes]
+    width = cell_code_width(classes, num_cells)
+    if sentence.shape[-1] is not None and sentence.shape[-1] < width:
+        raise ValueError(
+            f"the cell code needs {width} sentence dimensions ({num_cells} cells x "
+            f"{sum(classes)} classes); the sentence has {sentence.shape[-1]}."
+        )
+    code = tf.reshape(_f32(sentence)[:, :width], [-1, num_cells, sum(classes)])
+    starts = [sum(classes[:i]) for i in range(len(classes))]
+    return [code[:, :, start : start + count]
+            for start, count in zip(starts, classes, strict=True)]
+
+
 def cell_code_loss(sentence, cell_labels, classes: Sequence[int]) -> tf.Tensor:
     """Teaches the first dimensions of the sentence to say what each cell of a scene holds.
 
@@ -403,25 +418,13 @@ def cell_code_loss(sentence, cell_labels, classes: Sequence[int]) -> tf.Tensor:
     >>> round(float(cell_code_loss(sentence, labels, (2, 2))), 4)
     0.0004
     """
-    classes = [int(c) for c in classes]
     labels = tf.cast(cell_labels, tf.int32)
-    num_cells = labels.shape[1]
-    width = cell_code_width(classes, num_cells)
-    if sentence.shape[-1] is not None and sentence.shape[-1] < width:
-        raise ValueError(
-            f"the cell code needs {width} sentence dimensions ({num_cells} cells x "
-            f"{sum(classes)} classes); the sentence has {sentence.shape[-1]}."
-        )
-    code = tf.reshape(_f32(sentence)[:, :width], [-1, num_cells, sum(classes)])
-    total, start = 0.0, 0
-    for attribute, count in enumerate(classes):
+    total = 0.0
+    for attribute, block in enumerate(_cell_code_blocks(sentence, classes, labels.shape[1])):
         label = labels[:, :, attribute]
         applies = tf.cast(label >= 0, tf.float32)
-        terms = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            tf.maximum(label, 0), code[:, :, start : start + count]
-        )
+        terms = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(label, 0), block)
         total += tf.reduce_sum(terms * applies, axis=1)
-        start += count
     return tf.reduce_mean(total)
 
 
@@ -433,16 +436,15 @@ def read_cell_code(sentence, classes: Sequence[int], num_cells: int) -> tf.Tenso
         classes: the class count of each attribute of a cell.
         num_cells: the number of cells.
 
+    Raises:
+        ValueError: if the sentence is narrower than `cell_code_width(classes, num_cells)`.
+
     Example:
     >>> sentence = tf.constant([[9.0, 0.0, 0.0, 9.0, 0.0, 9.0, 9.0, 0.0]])
     >>> read_cell_code(sentence, (2, 2), 2).numpy().tolist()
     [[[0, 1], [1, 0]]]
     """
-    classes = [int(c) for c in classes]
-    width = cell_code_width(classes, num_cells)
-    code = tf.reshape(_f32(sentence)[:, :width], [-1, num_cells, sum(classes)])
-    starts = [sum(classes[:i]) for i in range(len(classes))]
     return tf.stack([
-        tf.argmax(code[:, :, start : start + count], axis=-1, output_type=tf.int32)
-        for start, count in zip(starts, classes, strict=True)
+        tf.argmax(block, axis=-1, output_type=tf.int32)
+        for block in _cell_code_blocks(sentence, classes, num_cells)
     ], axis=-1)

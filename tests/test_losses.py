@@ -134,7 +134,7 @@ def test_cell_code_loss_matches_a_loop_and_skips_attributes_that_do_not_apply():
                     total -= logits[label] - np.log(np.exp(logits).sum())
     assert got == pytest.approx(total / 3, rel=1e-5)
     # The code read back is the labels, where they apply; a code written from the labels
-    # scores near 0; a sentence too narrow for the code is refused.
+    # scores near 0; a sentence too narrow for the code is refused by both.
     code = np.zeros([3, 12], np.float32)
     for b, cells in enumerate(labels):
         for cell, (first, second) in enumerate(cells):
@@ -146,6 +146,8 @@ def test_cell_code_loss_matches_a_loop_and_skips_attributes_that_do_not_apply():
     assert losses.cell_code_width(classes, 2) == 10
     with pytest.raises(ValueError, match="needs 10 sentence dimensions"):
         losses.cell_code_loss(sentence[:, :8], labels, classes)
+    with pytest.raises(ValueError, match="needs 10 sentence dimensions"):
+        losses.read_cell_code(sentence[:, :8], classes, 2)
 
 
 def test_discriminator_and_generator_losses():
