@@ -96,6 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         stem=args.stem,
         stream=args.stream,
         init=args.init,
+        fresh_discriminators=args.fresh_discriminators,
         sample_every=args.sample_every,
         eval_every=args.eval_every,
         eval_captions=args.eval_captions,
@@ -419,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stem", required=True, help="pretrain-stem run folder")
     train.add_argument("--stream", required=True, help="pretrain-stream run folder")
     train.add_argument("--init", default=None, help="preset folder to fine-tune from")
+    train.add_argument("--fresh-discriminators", action="store_true",
+                       help="with --init, start the discriminators fresh all the same")
     train.add_argument("--sample-every", type=int, default=200, help="steps between grids")
     train.add_argument(
         "--eval-every", type=int, default=None, metavar="N",

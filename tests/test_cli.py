@@ -165,3 +165,15 @@ def test_set_values_reach_the_training_functions():
                                           "--set", "batch_size=4"])
     with pytest.raises(ValueError, match="is an option, --batch-size"):
         cli._training_kwargs(args)
+
+
+def test_train_passes_init_and_fresh_discriminators_through(monkeypatch):
+    from mirrorgan_tf.training import run
+
+    calls = []
+    monkeypatch.setattr(run, "train", lambda **kwargs: calls.append(kwargs))
+    base = ["train", "--stem", "a", "--stream", "b", "--init", "saved_models/shapes"]
+    assert cli.main([*base, "--fresh-discriminators"]) == 0
+    assert cli.main(base) == 0
+    assert [(c["init"], c["fresh_discriminators"]) for c in calls] == [
+        ("saved_models/shapes", True), ("saved_models/shapes", False)]

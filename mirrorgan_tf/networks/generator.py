@@ -256,18 +256,20 @@ class Generator(keras.Model):
         return ops.transpose(x, (0, 2, 3, 1))
 
     def load_lower_stages(self, source: Generator) -> None:
-        """Copies every weight of a generator with fewer (or as many) stages into this one.
+        """Copies the weights of the stages this generator shares with `source` into it.
 
-        CA, stage 1, the refinement stages `source` has and their image heads take `source`'s
-        weights (BatchNorm statistics included); the stages beyond keep their own. This is how
-        a run grows a generator trained at 64 px into a three-stage one (progressive growing:
-        a training schedule, not part of the published method; see `training.run.train`).
+        CA, stage 1, the refinement stages both have and their image heads take `source`'s
+        weights (BatchNorm statistics included); stages beyond `source`'s keep their own, and
+        those `source` has beyond this one's are left out. This is how a run grows a generator
+        trained at 64 px into a three-stage one (progressive growing: a training schedule, not
+        part of the published method; see `training.run.train`), or goes on training the 64 px
+        stage of a three-stage one alone.
 
         Args:
-            source: a generator of the same configuration except `num_stages` <= this one's.
+            source: a generator of the same configuration, any `num_stages`.
 
         Raises:
-            ValueError: if `source` has more stages or a different configuration.
+            ValueError: if `source` has a different configuration.
 
         Example:
         >>> small = Generator(gf_dim=4, z_dim=8, condition_dim=8, nef=16, r_num=1, num_stages=1)
@@ -279,25 +281,22 @@ class Generator(keras.Model):
             key for key in ("gf_dim", "z_dim", "condition_dim", "nef", "r_num", "residual_images")
             if mine[key] != theirs[key]
         ]
-        if differences or source.num_stages > self.num_stages:
+        if differences:
             raise ValueError(
                 f"Cannot start a {self.num_stages}-stage generator from a {source.num_stages}-"
-                f"stage one: " + (
-                    f"they differ in {', '.join(differences)}." if differences
-                    else "the source has more stages."
-                )
+                f"stage one: they differ in {', '.join(differences)}."
             )
-        lower = source.num_stages - 1
+        lower = min(source.num_stages, self.num_stages) - 1  # refinement stages shared
         pairs = [
             (self.ca_net, source.ca_net),
             (self.stage1_fc, source.stage1_fc),
             (self.stage1_bn, source.stage1_bn),
             *zip(self.stage1_up, source.stage1_up, strict=True),
-            *zip(self.attention[:lower], source.attention, strict=True),
-            *zip(self.fusion[:lower], source.fusion, strict=True),
-            *zip(sum(self.residual[:lower], []), sum(source.residual, []), strict=True),
-            *zip(self.upsample[:lower], source.upsample, strict=True),
-            *zip(self.image_heads[: lower + 1], source.image_heads, strict=True),
+            *zip(self.attention[:lower], source.attention[:lower], strict=True),
+            *zip(self.fusion[:lower], source.fusion[:lower], strict=True),
+            *zip(sum(self.residual[:lower], []), sum(source.residual[:lower], []), strict=True),
+            *zip(self.upsample[:lower], source.upsample[:lower], strict=True),
+            *zip(self.image_heads[: lower + 1], source.image_heads[: lower + 1], strict=True),
         ]
         for target, origin in pairs:
             target.set_weights(origin.get_weights())

@@ -624,6 +624,7 @@ def train(
     stem: str | None = None,
     stream: str | None = None,
     init: str | None = None,
+    fresh_discriminators: bool = False,
     steps: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -651,7 +652,11 @@ def train(
         init: a preset folder or run (e.g. converted published weights) to initialise the
             generator and discriminators from, for fine-tuning; optimizer state starts fresh.
             A generator with fewer stages starts this one's lower stages (progressive
-            growing, `Generator.load_lower_stages`); the stages beyond start fresh.
+            growing, `Generator.load_lower_stages`); the stages beyond start fresh. One with
+            more gives its lower stages (with `num_stages=1`, a three-stage model's 64 px
+            stage trains alone).
+        fresh_discriminators: with `init`, start the discriminators fresh all the same (a new
+            adversary for a phase that changes the generator's losses).
         steps: training steps (or give `epochs`).
         epochs: passes over the training split.
         batch_size: default: the preset's (published: 12 for birds).
@@ -687,7 +692,8 @@ def train(
             "pretrain-stem run) and `stream` (a pretrain-stream run)."
         )
     arguments = {"batch_size": batch_size, "seed": seed, "stem": stem, "stream": stream,
-                 "init": init, "curriculum": curriculum}
+                 "init": init, "fresh_discriminators": fresh_discriminators,
+                 "curriculum": curriculum}
     _check_builtin_options(data, curriculum=curriculum, eval_every=eval_every)
     strategy = _strategy(strategy)  # first: a multi-worker one must precede any op
     run, _, config, tokenizer = _common_setup(
@@ -709,12 +715,13 @@ def train(
             folder = resolve_preset(init)
             source = presets.from_preset(folder, components=["generator"])["generator"]
             # Every weight of a generator with as many stages; with fewer, its lower stages
-            # (progressive growing). Refuses another configuration, residual_images included:
-            # the same weights would compute another function.
+            # (progressive growing); with more, the stages this one has. Refuses another
+            # configuration, residual_images included: the same weights would compute another
+            # function.
             generator.load_lower_stages(source)
             for size, d in zip(sizes, discriminators, strict=True):
                 path = os.path.join(folder, f"discriminator_{size}.weights.h5")
-                if os.path.exists(path):
+                if os.path.exists(path) and not fresh_discriminators:
                     d.load_weights(path)
         trainer = MirrorGANTrainer(
             text_encoder,

@@ -57,7 +57,7 @@ def test_the_chain_writes_checkpoints_model_losses_and_samples(pretrained):
         assert len(f.read().strip().splitlines()) == 3  # nothing trained again
 
 
-def test_init_grows_a_one_stage_run_into_a_two_stage_one(pretrained):
+def test_init_grows_a_one_stage_run_and_can_leave_the_discriminators_fresh(pretrained):
     root, stem, stream = pretrained
     small = run.train("shapes", "shapes", str(root / "gan_64"), stem=stem, stream=stream,
                       steps=2, batch_size=4, checkpoint_every=2, verbose=0,
@@ -80,6 +80,18 @@ def test_init_grows_a_one_stage_run_into_a_two_stage_one(pretrained):
     for a, b in zip(before["discriminator_64"].trainable_weights,
                     after["discriminator_64"].trainable_weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    # With fresh_discriminators, the generator starts from `init` and the discriminator
+    # does not (the seed differs, so a fresh one has other weights).
+    polished = run.train("shapes", "shapes", str(root / "polish"), stem=stem, stream=stream,
+                         init=small, fresh_discriminators=True, steps=1, batch_size=4,
+                         checkpoint_every=1, verbose=0, seed=1,
+                         **{**TINY, "num_stages": 1, "training": frozen})
+    after = presets.from_preset(os.path.join(polished, "model"))
+    for a, b in zip(before["generator"].trainable_weights, after["generator"].trainable_weights,
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(before["discriminator_64"].trainable_weights[0],
+                           after["discriminator_64"].trainable_weights[0])
     # A generator of the other image-head architecture is refused, not loaded.
     with pytest.raises(ValueError, match="residual_images"):
         run.train("shapes", "shapes", str(root / "other"), stem=stem, stream=stream,
