@@ -55,7 +55,7 @@ lint: $(STAMP)
 demo: $(RUN_STAMP)
 	$(VENV)/bin/mirrorgan-tf demo $(if $(SAVE_TO),--save-to $(SAVE_TO))
 
-# The model of saved_models/shapes, retrained (README, "The shipped model"; about 1 h 45 min on 2
+# The model of saved_models/shapes, retrained (README, "The shipped model"; about 1 h 30 min on 2
 # AVX512-BF16 cores): the demo's chain with the longer `ship` schedule, ending on the full
 # distribution.
 shipped-model: $(RUN_STAMP)

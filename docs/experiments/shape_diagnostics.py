@@ -117,6 +117,12 @@ words exchanged (against another two-shape caption's), and, on the two-shape one
 from the generated image hold the requested colours as a set, the requested cells as a set,
 and the requested (colour, cell) pairs.
 
+`byshape --name MODEL [--count 512]` reads a model's images for the first `--count` held-out
+`full` captions (the set of `tests/test_demo.py`) at every stage and prints each attribute's
+accuracy by requested shape, size and scene kind, and what one-shape scenes' objects read as
+(`by_shape_read_out`; 2026-12-07, eighth session: the seventh session's shipped model drew
+stars that read as circles and diamonds).
+
 `cli PATCH ARGS` runs `mirrorgan-tf ARGS` patched: `saturation`, the paired loss replaced
 by `saturation_l1_loss` (`patch_saturation_paired_loss`: colours matched on the real
 image's saturated pixels, saturation matched everywhere, the grey background left to the
@@ -229,6 +235,7 @@ AVX512-BF16):
     python docs/experiments/shape_diagnostics.py supervised --steps 4000 --centred \
         --stem-from runs/diag/stem_swap10
     python docs/experiments/shape_diagnostics.py celltext --loss mse|ce --steps 4000
+    python docs/experiments/shape_diagnostics.py byshape --name saved_models/shapes --count 512
 """
 
 from __future__ import annotations
@@ -1574,6 +1581,47 @@ def binding_read_out(folder: str, count: int) -> None:
           f"(colour, cell) pairs {hits['pairs'] / len(two):.3f}")
 
 
+def by_shape_read_out(folder: str, count: int) -> None:
+    """Which requested shapes a model draws so that they read right, stage by stage.
+
+    Scores the first `count` held-out `full` captions (`held_out_captions(count)`, as
+    `tests/test_demo.py`) at every stage's resolution and prints, per stage, the fraction of
+    requested shapes read with each attribute right: all, by requested shape, by size and by
+    scene kind (one or two shapes); then, for one-shape scenes at the last stage, what the
+    largest object reads as, per requested shape.
+    """
+    import collections
+
+    from mirrorgan_tf.evaluation.shapes_score import (
+        ATTRIBUTES,
+        held_out_captions,
+        read_objects,
+        read_scene,
+    )
+    from mirrorgan_tf.task import TextToImage
+
+    model = TextToImage.from_preset(folder, captioner=False)
+    captions, specs = held_out_captions(count, level="full")
+    tallies, confusion = {}, collections.Counter()
+    for i in range(0, count, 16):
+        stages = model.generate(captions[i : i + 16], seed=i, return_attention=True)["images"]
+        for stage, images in enumerate(stages):
+            for image, spec in zip(images, specs[i : i + 16], strict=True):
+                read = read_scene(image, spec)
+                for want, got in zip(spec.shapes, read["shapes"], strict=True):
+                    for group in ("all", want.shape, want.size, f"{len(spec.shapes)} shape(s)"):
+                        tally = tallies.setdefault((stage, group), collections.Counter())
+                        tally["n"] += 1
+                        tally.update(a for a in ATTRIBUTES if got[a])
+                if stage == len(stages) - 1 and len(spec.shapes) == 1:
+                    found = read_objects(image)
+                    confusion[spec.shapes[0].shape, found[0].shape if found else "-"] += 1
+    for (stage, group), tally in sorted(tallies.items()):
+        print(f"stage {stage + 1} {group:12s} {tally['n']:4d} shapes: " + " / ".join(
+            f"{tally[a] / tally['n']:.3f}" for a in ATTRIBUTES))
+    print("one-shape scenes, last stage, requested -> read:", dict(sorted(confusion.items())))
+
+
 CLI_PATCHES = {"saturation": patch_saturation_paired_loss, "scenecode": patch_scene_code,
                "cellcode": patch_cell_code}
 
@@ -1592,7 +1640,7 @@ def main() -> None:
                         choices=("baseline", "spread", "grow128", *PATCHES, "places",
                                  "where", "critic", "supervised", "live", "probe",
                                  "stemswap", "stemkeys", "stembind", "stemcells", "cells",
-                                 "binding", "celltext"))
+                                 "binding", "celltext", "byshape"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
@@ -1635,7 +1683,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="step-00004000",
                         help="`live`: the checkpoint folder under RUN/checkpoints")
     parser.add_argument("--count", type=int, default=256,
-                        help="`live`, `binding`: held-out captions to score")
+                        help="`live`, `binding`, `byshape`: held-out captions to score")
     parser.add_argument("--swap-weight", type=float, default=10.0,
                         help="`stemswap`: the weight of the swapped-caption term; `stemkeys`: "
                              "of the keyword code (`training.damsm_keyword_weight`; the log's "
@@ -1682,6 +1730,9 @@ def main() -> None:
         return
     if args.experiment == "cells":
         cells_read_out(args.name)
+        return
+    if args.experiment == "byshape":
+        by_shape_read_out(args.name, args.count)
         return
     if args.experiment == "celltext":
         cell_text(args.loss, args.steps)
