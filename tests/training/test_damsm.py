@@ -104,17 +104,22 @@ def _fit_fixed_batch(trainer, batch, steps):
     return before, history, trainer.evaluate(dataset, return_dict=True, verbose=0)
 
 
+def _assert_added_loss_learnt(history, before, after, name, weight, shrink):
+    """The trainer logs `name`, adds it to DAMSM's loss at `weight`, and cut it by `shrink`."""
+    assert name in history.history
+    assert after["loss"] == pytest.approx(
+        after["word_loss"] + after["sentence_loss"] + weight * after[name], rel=1e-5
+    )
+    assert after[name] < shrink * before[name], (before, after)
+
+
 def test_keyword_groups_teach_the_sentence_to_name_the_group():
     # Two groups: word 2 and word 3.
     batch = _two_word_batch()
     trainer = make_trainer(keyword_groups=[[2], [3]], keyword_weight=2.0)
     before, history, after = _fit_fixed_batch(trainer, batch, 40)
 
-    assert "keyword_loss" in history.history
-    assert after["loss"] == pytest.approx(
-        after["word_loss"] + after["sentence_loss"] + 2.0 * after["keyword_loss"], rel=1e-5
-    )
-    assert after["keyword_loss"] < 0.3 * before["keyword_loss"], (before, after)
+    _assert_added_loss_learnt(history, before, after, "keyword_loss", 2.0, 0.3)
     _, sentence = trainer.text_encoder(batch["token_ids"], training=False)
     np.testing.assert_array_equal(np.argmax(sentence[:, :2], axis=1), [0, 1, 0, 1])
     restored = DAMSMTrainer.from_config(trainer.get_config())
@@ -138,11 +143,7 @@ def test_cell_code_teaches_the_sentence_what_each_cell_holds():
     )
     before, history, after = _fit_fixed_batch(trainer, batch, 100)
 
-    assert "cell_code_loss" in history.history
-    assert after["loss"] == pytest.approx(
-        after["word_loss"] + after["sentence_loss"] + 2.0 * after["cell_code_loss"], rel=1e-5
-    )
-    assert after["cell_code_loss"] < 0.5 * before["cell_code_loss"], (before, after)
+    _assert_added_loss_learnt(history, before, after, "cell_code_loss", 2.0, 0.5)
     _, sentence = trainer.text_encoder(batch["token_ids"], training=False)
     read = read_cell_code(sentence, (2, 2), 2).numpy()
     np.testing.assert_array_equal(read[:, :, 0], batch["cell_labels"][:, :, 0])
