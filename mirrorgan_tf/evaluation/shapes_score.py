@@ -450,7 +450,7 @@ def chance_score(count: int, seed: int = 0, level: str = DEFAULT_LEVEL) -> dict[
 
 
 def score_model(model, captions: Sequence[str], specs: Sequence[SceneSpec],
-                batch: int = 16) -> dict[str, float]:
+                batch: int = 16, by_scene: bool = False) -> dict[str, float]:
     """Shapes consistency of a model's images for `captions` (seeded, so it repeats).
 
     Args:
@@ -459,6 +459,9 @@ def score_model(model, captions: Sequence[str], specs: Sequence[SceneSpec],
         captions: the captions to draw.
         specs: the scenes they ask for.
         batch: generation batch size.
+        by_scene: also score the one-shape and the two-shape scenes apart
+            (`consistency_by_scene`), as `one_shape_colour`, ..., `two_shapes_position`
+            (a kind the captions do not hold is left out).
 
     Returns:
         `consistency_score`'s dict, rounded to 3 decimals.
@@ -471,6 +474,9 @@ def score_model(model, captions: Sequence[str], specs: Sequence[SceneSpec],
          for i in range(0, len(captions), batch)]
     )
     result = consistency_score(images, specs)
+    if by_scene:
+        for kind, scores in consistency_by_scene(images, specs).items():
+            result.update({f"{kind}_{a}": scores[a] for a in ATTRIBUTES})
     return {k: round(float(v), 3) for k, v in result.items()}
 
 

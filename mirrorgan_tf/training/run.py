@@ -804,7 +804,8 @@ def _learning_curve(
     steps_per_epoch: int,
 ) -> LearningCurve:
     """The `LearningCurve` of a MirrorGAN run on the built-in data: held-out captions of the
-    schedule's last level, drawn by the moving-average generator and read from the pixels."""
+    schedule's last level, drawn by the moving-average generator and read from the pixels,
+    over all scenes and over the one-shape and two-shape scenes apart."""
     from mirrorgan_tf.evaluation.shapes_score import (
         chance_score,
         held_out_captions,
@@ -820,7 +821,7 @@ def _learning_curve(
         return pipeline.shapes_level(source)
 
     return LearningCurve(
-        lambda: score_model(task, captions, specs),
+        lambda: score_model(task, captions, specs, by_scene=True),
         every,
         steps_per_epoch,
         batch_size,

@@ -18,6 +18,7 @@ from mirrorgan_tf.evaluation.shapes_score import (
     parse_caption,
     read_objects,
     read_scene,
+    score_model,
 )
 
 
@@ -54,6 +55,39 @@ def test_consistency_by_scene_scores_one_and_two_shape_scenes_apart():
     assert set(only_ones) == {"one_shape"}  # a kind without a scene is left out
     with pytest.raises(ValueError, match="images for"):
         consistency_by_scene(images[:3], scenes)
+
+
+class _Painter:
+    """A stand-in model that draws what a caption's scene holds, except two-shape scenes,
+    which it draws as the next scene."""
+
+    def __init__(self, captions, scenes):
+        self.scenes = dict(zip(captions, scenes, strict=True))
+        self.order = list(captions)
+
+    def generate(self, captions, seed=None):
+        drawn = []
+        for caption in captions:
+            scene = self.scenes[caption]
+            if len(scene.shapes) == 2:
+                scene = self.scenes[self.order[(self.order.index(caption) + 1) % len(self.order)]]
+            drawn.append(render(scene, 64))
+        return np.stack(drawn)
+
+
+def test_score_model_by_scene_adds_each_kinds_attributes():
+    scenes = _scenes(40, "train", seed=13)
+    captions = [f"scene {i}" for i in range(len(scenes))]
+    painter = _Painter(captions, scenes)
+    plain = score_model(painter, captions, scenes, batch=16)
+    split = score_model(painter, captions, scenes, batch=16, by_scene=True)
+    assert {k: split[k] for k in plain} == plain  # the overall scores are unchanged
+    kinds = consistency_by_scene([painter.generate([c])[0] for c in captions], scenes)
+    for kind, scores in kinds.items():
+        for attribute in ATTRIBUTES:
+            assert split[f"{kind}_{attribute}"] == round(scores[attribute], 3)
+    assert split["one_shape_shape"] == 1.0 and split["two_shapes_colour"] < 0.5
+    assert set(split) - set(plain) == {f"{k}_{a}" for k in kinds for a in ATTRIBUTES}
 
 
 def test_reader_is_near_chance_on_shuffled_pairs():

@@ -223,6 +223,9 @@ def test_curriculum_moves_through_levels_and_resumes_in_the_level_of_its_checkpo
         ("2", "8", "easy"), ("4", "16", "medium")]
     assert all(0 <= float(r[a]) <= 1 for r in rows for a in ("colour", "shape", "size",
                                                              "position"))
+    # Scored by scene kind too: `medium` has one-shape scenes only.
+    assert all(float(r["one_shape_shape"]) == float(r["shape"]) for r in rows)
+    assert "two_shapes_shape" not in rows[0]
     assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 0
     # Back to the checkpoint at the level change: the resumed run opens only the second
     # level, and its evaluation replaces the step-4 row instead of adding one.
