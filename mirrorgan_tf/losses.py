@@ -324,6 +324,40 @@ def named_groups(token_ids, groups: Sequence[Sequence[int]]) -> tf.Tensor:
     return tf.reduce_max(match[..., None] * tf.one_hot(group_of, len(groups)), axis=[1, 2])
 
 
+def swap_group_words(
+    token_ids, groups: Sequence[Sequence[int]], offset
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each word of one of G groups replaced by the first (canonical) word of another group.
+
+    A word of group g becomes the first word of group (g + offset) % G, so an offset in
+    [1, G) always picks another group (e.g. "circle" becomes "star"). Used for the
+    shape-swapped negatives of the discriminators (`training.swap_negatives`).
+
+    Args:
+        token_ids: [B, T] token ids.
+        groups: G >= 2 groups of distinct token ids, canonical word first.
+        offset: int32 [B, T], the group offset of each token (only words of a group use it).
+
+    Returns:
+        The swapped token ids [B, T] and, per caption, whether any word was replaced [B].
+
+    Example:
+    >>> ids, swapped = swap_group_words(tf.constant([[5, 2], [4, 0]]), [[5], [6, 7], [9]],
+    ...                                 tf.constant([[2, 1], [1, 1]]))
+    >>> ids.numpy().tolist(), swapped.numpy().tolist()
+    ([[9, 2], [4, 0]], [True, False])
+    """
+    token_ids = tf.cast(token_ids, tf.int32)
+    ids = tf.constant([i for group in groups for i in group], tf.int32)
+    group_of = tf.constant([g for g, group in enumerate(groups) for _ in group], tf.int32)
+    canonical = tf.constant([group[0] for group in groups], tf.int32)
+    match = tf.equal(token_ids[..., None], ids)  # [B, T, K]
+    is_word = tf.reduce_any(match, axis=-1)
+    group = tf.reduce_sum(tf.cast(match, tf.int32) * group_of, axis=-1)
+    replaced = tf.gather(canonical, (group + offset) % len(groups))
+    return tf.where(is_word, replaced, token_ids), tf.reduce_any(is_word, axis=-1)
+
+
 def keyword_code_loss(
     sentence, token_ids, groups: Sequence[Sequence[int]], gamma3: float = 10.0
 ) -> tf.Tensor:

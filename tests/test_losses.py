@@ -95,6 +95,16 @@ def test_same_class_negatives_do_not_count():
 
 
 
+def test_swap_group_words_moves_each_group_word_by_its_offset():
+    groups = [[3, 4], [5], [6, 7]]
+    ids = tf.constant([[3, 9, 7, 0], [9, 9, 0, 0], [4, 5, 2, 0]])
+    offset = tf.constant([[1, 2, 2, 1], [1, 1, 1, 1], [2, 1, 1, 2]])
+    swapped, flags = losses.swap_group_words(ids, groups, offset)
+    # 3 (group 0) + 1 -> group 1's 5; 7 (group 2) + 2 -> group 1's 5; 4 + 2 -> 6; 5 + 1 -> 6.
+    assert swapped.numpy().tolist() == [[5, 9, 5, 0], [9, 9, 0, 0], [6, 6, 2, 0]]
+    assert flags.numpy().tolist() == [True, False, True]
+
+
 def test_keyword_code_loss_matches_a_loop_and_skips_captions_naming_no_group():
     rng = np.random.default_rng(3)
     sentence = rng.normal(size=[4, 6]).astype("float32")

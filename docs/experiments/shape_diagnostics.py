@@ -1210,26 +1210,20 @@ def patch_damsm_swaps(weight: float) -> None:
     import tensorflow as tf
 
     from mirrorgan_tf.data.shapes import shapes_vocabulary
+    from mirrorgan_tf.losses import swap_group_words
     from mirrorgan_tf.training import run
     from mirrorgan_tf.training.damsm import DAMSMTrainer
 
     groups = run.word_group_ids("shapes", shapes_vocabulary())
-    ids = tf.constant([i for group in groups for i in group], tf.int32)
-    group_of = tf.constant([g for g, group in enumerate(groups) for _ in group], tf.int32)
-    canonical = tf.constant([group[0] for group in groups], tf.int32)
     original = DAMSMTrainer.damsm_losses
 
     def damsm_losses(self, data, training):
         word, sentence_term, image_global, sentence = original(self, data, training)
         token_ids = tf.cast(data["token_ids"], tf.int32)
-        match = tf.equal(token_ids[..., None], ids)
-        is_word = tf.reduce_any(match, -1)
-        group = tf.reduce_sum(tf.cast(match, tf.int32) * group_of, -1)
         offset = tf.random.uniform(tf.shape(token_ids), 1, len(groups), dtype=tf.int32)
-        swapped = tf.where(is_word, tf.gather(canonical, (group + offset) % len(groups)),
-                           token_ids)
-        extra = _negative_caption_term(self, image_global, sentence, swapped,
-                                       tf.reduce_any(is_word, -1), training)
+        swapped, any_swapped = swap_group_words(token_ids, groups, offset)
+        extra = _negative_caption_term(self, image_global, sentence, swapped, any_swapped,
+                                       training)
         return word, sentence_term + weight * extra, image_global, sentence
 
     DAMSMTrainer.damsm_losses = damsm_losses

@@ -160,11 +160,6 @@ class MirrorGANTrainer(PrebuiltTrainer):
                     f"ids; got {swap_negatives!r}."
                 )
             self.swap_negatives = groups
-            self._swap_ids = tf.constant(flat, tf.int32)
-            self._swap_groups = tf.constant(
-                [g for g, group in enumerate(groups) for _ in group], tf.int32
-            )
-            self._swap_canonical = tf.constant([group[0] for group in groups], tf.int32)
         # === Trackers ===
         sizes = [d.image_size for d in self.discriminators]
         names = ["d_loss", "g_loss", "kl_loss", "caption_loss", "damsm_loss", "paired_loss"]
@@ -278,15 +273,11 @@ class MirrorGANTrainer(PrebuiltTrainer):
         Example:
         >>> ids, swapped = trainer.swapped_captions(token_ids)  # doctest: +SKIP
         """
-        match = tf.equal(token_ids[..., None], self._swap_ids)  # [B, T, K]
-        is_word = tf.reduce_any(match, axis=-1)
-        group = tf.reduce_sum(tf.cast(match, tf.int32) * self._swap_groups, axis=-1)
-        count = len(self.swap_negatives)
         offset = keras.random.randint(
-            tf.shape(token_ids), 1, count, seed=self.seed_generator, dtype="int32"
+            tf.shape(token_ids), 1, len(self.swap_negatives), seed=self.seed_generator,
+            dtype="int32",
         )
-        replaced = tf.gather(self._swap_canonical, (group + offset) % count)
-        return tf.where(is_word, replaced, token_ids), tf.reduce_any(is_word, axis=-1)
+        return losses.swap_group_words(token_ids, self.swap_negatives, offset)
 
     def _swapped_sentence(self, token_ids) -> tuple[tf.Tensor, tf.Tensor]:
         """STEM's sentence feature of the swapped captions, and which captions were swapped.
