@@ -697,12 +697,14 @@ def format_report(report: dict[str, Any]) -> str:
         name = f"R-precision (top-1 of {r['num_candidates']})"
         lines.append(f"{name:32s}{r['mean']:.4f} +- {r['std']:.4f}")
     if "shapes" in m:
-        for key in ("colour", "shape", "size", "position", "overall", "count"):
+        from mirrorgan_tf.evaluation.shapes_score import ATTRIBUTES, SCENE_LABELS
+
+        for key in (*ATTRIBUTES, "overall", "count"):
             lines.append(f"{'shapes ' + key:32s}{m['shapes'][key]:.4f}")
         for kind, scores in m["shapes"].get("by_scene", {}).items():
-            name = f"shapes, {kind.replace('_', '-').removesuffix('s')} scenes"
-            values = " / ".join(f"{scores[a]:.3f}" for a in ("colour", "shape", "size", "position"))
-            lines.append(f"{name:32s}{values} (colour / shape / size / position)")
+            name = f"shapes, {SCENE_LABELS[kind]}"
+            values = " / ".join(f"{scores[a]:.3f}" for a in ATTRIBUTES)
+            lines.append(f"{name:32s}{values} ({' / '.join(ATTRIBUTES)})")
     for metric, why in report.get("skipped", {}).items():
         lines.append(f"{'skipped ' + metric:32s}{why}")
     return "\n".join(lines)

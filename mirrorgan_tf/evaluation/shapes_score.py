@@ -366,6 +366,7 @@ def consistency_score(images: Iterable, specs: Sequence[SceneSpec]) -> dict[str,
 
 
 SCENE_KINDS = {1: "one_shape", 2: "two_shapes"}
+SCENE_LABELS = {"one_shape": "one-shape scenes", "two_shapes": "two-shape scenes"}
 
 
 def consistency_by_scene(

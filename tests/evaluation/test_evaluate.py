@@ -189,7 +189,11 @@ def test_shapes_score_of_a_perfect_generator_is_one(tiny_preset):
 
 def test_shapes_tally_over_batches_matches_one_score_over_all_and_by_scene():
     from mirrorgan_tf.evaluation.evaluate import _ShapesTally
-    from mirrorgan_tf.evaluation.shapes_score import consistency_by_scene, consistency_score
+    from mirrorgan_tf.evaluation.shapes_score import (
+        ATTRIBUTES,
+        consistency_by_scene,
+        consistency_score,
+    )
 
     data = ShapesDataset("test", num_images=30, image_size=64, num_stages=1)
     captions = [data.captions(i)[0] for i in range(30)] + ["not a scene at all"]
@@ -210,7 +214,10 @@ def test_shapes_tally_over_batches_matches_one_score_over_all_and_by_scene():
         for key in ("colour", "position", "count", "num_shapes"):
             assert got["by_scene"][kind][key] == pytest.approx(scores[key]), (kind, key)
     report = {"num_images": 31, "metrics": {"shapes": got}}
-    assert "shapes, two-shape scenes" in format_report(report)
+    text = format_report(report)
+    assert "shapes, two-shape scenes" in text and "shapes, one-shape scenes" in text
+    two = got["by_scene"]["two_shapes"]
+    assert " / ".join(f"{two[a]:.3f}" for a in ATTRIBUTES) in text
 
 
 def test_captions_follow_the_split_then_cycle(tiny_preset):
