@@ -121,7 +121,15 @@ and the requested (colour, cell) pairs.
 `full` captions (the set of `tests/test_demo.py`) at every stage and prints each attribute's
 accuracy by requested shape, size and scene kind, and what one-shape scenes' objects read as
 (`by_shape_read_out`; 2026-12-07, eighth session: the seventh session's shipped model drew
-stars that read as circles and diamonds).
+stars that read as circles and diamonds); `--noise-scale S` draws with the noise times S.
+
+`streamstars --name MODEL [--count 512]`: on the one-shape scenes among those captions, the
+shape word STREAM's greedy caption of the generated image holds (any of the shape's words),
+against the shape the pixel reader reads, per requested shape (`stream_against_reader`).
+`rerank --name MODEL [--count 512] [--candidates 4]` draws each caption `--candidates` times
+and keeps the image whose caption cross-entropy under STREAM is lowest, as a
+captioner-reranked sampler would, and prints the score of the first draw and of the kept
+images (`stream_rerank`; both 2026-12-08, ninth session).
 
 `cli PATCH ARGS` runs `mirrorgan-tf ARGS` patched: `saturation`, the paired loss replaced
 by `saturation_l1_loss` (`patch_saturation_paired_loss`: colours matched on the real
@@ -1575,14 +1583,15 @@ def binding_read_out(folder: str, count: int) -> None:
           f"(colour, cell) pairs {hits['pairs'] / len(two):.3f}")
 
 
-def by_shape_read_out(folder: str, count: int) -> None:
+def by_shape_read_out(folder: str, count: int, noise_scale: float = 1.0) -> None:
     """Which requested shapes a model draws so that they read right, stage by stage.
 
     Scores the first `count` held-out `full` captions (`held_out_captions(count)`, as
     `tests/test_demo.py`) at every stage's resolution and prints, per stage, the fraction of
     requested shapes read with each attribute right: all, by requested shape, by size and by
-    scene kind (one or two shapes); then, for one-shape scenes at the last stage, what the
-    largest object reads as, per requested shape.
+    scene kind (one or two shapes), and by scene kind and size; then, for one-shape scenes
+    at the last stage, what the largest object reads as, per requested shape. The noise is
+    `noise_scale` times the seeded noise of `score_model`.
     """
     import collections
 
@@ -1592,18 +1601,21 @@ def by_shape_read_out(folder: str, count: int) -> None:
         read_objects,
         read_scene,
     )
-    from mirrorgan_tf.task import TextToImage
+    from mirrorgan_tf.task import TextToImage, noise_for_seeds
 
     model = TextToImage.from_preset(folder, captioner=False)
     captions, specs = held_out_captions(count, level="full")
     tallies, confusion = {}, collections.Counter()
     for i in range(0, count, 16):
-        stages = model.generate(captions[i : i + 16], seed=i, return_attention=True)["images"]
+        batch = captions[i : i + 16]
+        noise = noise_scale * noise_for_seeds([i] * len(batch), model.config["z_dim"])
+        stages = model.generate(batch, noise=noise, return_attention=True)["images"]
         for stage, images in enumerate(stages):
             for image, spec in zip(images, specs[i : i + 16], strict=True):
                 read = read_scene(image, spec)
+                kind = f"{len(spec.shapes)} shape(s)"
                 for want, got in zip(spec.shapes, read["shapes"], strict=True):
-                    for group in ("all", want.shape, want.size, f"{len(spec.shapes)} shape(s)"):
+                    for group in ("all", want.shape, want.size, kind, f"{kind} {want.size}"):
                         tally = tallies.setdefault((stage, group), collections.Counter())
                         tally["n"] += 1
                         tally.update(a for a in ATTRIBUTES if got[a])
@@ -1614,6 +1626,84 @@ def by_shape_read_out(folder: str, count: int) -> None:
         print(f"stage {stage + 1} {group:12s} {tally['n']:4d} shapes: " + " / ".join(
             f"{tally[a] / tally['n']:.3f}" for a in ATTRIBUTES))
     print("one-shape scenes, last stage, requested -> read:", dict(sorted(confusion.items())))
+
+
+def stream_against_reader(folder: str, count: int) -> None:
+    """What STREAM and the pixel reader say a model drew, on one-shape held-out scenes.
+
+    For the one-shape scenes among the first `count` held-out `full` captions, the model's
+    image (seeded as `score_model`) is captioned by its STREAM (greedy) and read by the pixel
+    reader (the largest object); prints, per requested shape, how often each names the
+    requested shape (STREAM: any of its words, `SHAPE_WORD_GROUPS`).
+    """
+    import collections
+
+    from mirrorgan_tf.data.shapes import SHAPE_WORD_GROUPS, SHAPES
+    from mirrorgan_tf.evaluation.shapes_score import held_out_captions, read_objects
+    from mirrorgan_tf.task import TextToImage
+
+    model = TextToImage.from_preset(folder)
+    captions, specs = held_out_captions(count, level="full")
+    said, read = collections.Counter(), collections.Counter()
+    total = collections.Counter()
+    for i in range(0, count, 16):
+        keep = [j for j in range(i, min(i + 16, count)) if len(specs[j].shapes) == 1]
+        images = model.generate(captions[i : i + 16], seed=i)
+        images = images[[j - i for j in keep]]
+        for j, caption in zip(keep, model.caption(images), strict=True):
+            want = specs[j].shapes[0].shape
+            total[want] += 1
+            words = set(caption.split())
+            said[want] += bool(words & set(SHAPE_WORD_GROUPS[SHAPES.index(want)]))
+            found = read_objects(images[keep.index(j)])
+            read[want] += bool(found) and found[0].shape == want
+    for shape in sorted(total):
+        n = total[shape]
+        print(f"{shape:9s} {n:3d} scenes: STREAM names it {said[shape] / n:.3f}, "
+              f"the pixel reader {read[shape] / n:.3f}")
+
+
+def stream_rerank(folder: str, count: int, candidates: int) -> None:
+    """Best of `candidates` draws per caption by STREAM's caption cross-entropy, scored.
+
+    Draw k of the batch starting at caption i has seed i + 100003 k (draw 0 is `score_model`'s
+    image). Prints the shapes consistency of the first draws and of the kept ones, over all
+    scenes and by scene kind.
+    """
+    from mirrorgan_tf import losses
+    from mirrorgan_tf.evaluation.shapes_score import (
+        consistency_by_scene,
+        consistency_score,
+        held_out_captions,
+    )
+    from mirrorgan_tf.task import TextToImage, from_uint8
+
+    model = TextToImage.from_preset(folder)
+    captions, specs = held_out_captions(count, level="full")
+    first, kept = [], []
+    for i in range(0, count, 16):
+        text = model.encode_text(captions[i : i + 16])
+        ids, lengths = text["token_ids"], text["lengths"]
+        draws, costs = [], []
+        for k in range(candidates):
+            images = model.generate(captions[i : i + 16], seed=i + 100003 * k)
+            logits = model.captioner(from_uint8(images), ids, training=False)
+            # One cross-entropy per caption: caption_loss over a batch of one.
+            costs.append([float(losses.caption_loss(logits[b : b + 1], ids[b : b + 1],
+                                                    lengths[b : b + 1]))
+                          for b in range(len(images))])
+            draws.append(images)
+        best = np.argmin(np.asarray(costs), axis=0)
+        first += list(draws[0])
+        kept += [draws[k][b] for b, k in enumerate(best)]
+    for label, images in (("first draw", first), (f"best of {candidates}", kept)):
+        images = np.stack(images)
+        whole = consistency_score(images, specs)
+        kinds = consistency_by_scene(images, specs)
+        print(f"{label:12s} " + " / ".join(f"{whole[a]:.3f}" for a in
+                                          ("colour", "shape", "size", "position"))
+              + "; shape by scene kind: "
+              + ", ".join(f"{kind} {scores['shape']:.3f}" for kind, scores in kinds.items()))
 
 
 CLI_PATCHES = {"saturation": patch_saturation_paired_loss, "scenecode": patch_scene_code,
@@ -1634,7 +1724,8 @@ def main() -> None:
                         choices=("baseline", "spread", "grow128", *PATCHES, "places",
                                  "where", "critic", "supervised", "live", "probe",
                                  "stemswap", "stemkeys", "stembind", "stemcells", "cells",
-                                 "binding", "celltext", "byshape"))
+                                 "binding", "celltext", "byshape", "streamstars",
+                                 "rerank"))
     parser.add_argument("--out", default="runs/diag")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--caption-loss-weight", type=float, default=10.0,
@@ -1677,7 +1768,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="step-00004000",
                         help="`live`: the checkpoint folder under RUN/checkpoints")
     parser.add_argument("--count", type=int, default=256,
-                        help="`live`, `binding`, `byshape`: held-out captions to score")
+                        help="`live`, `binding`, `byshape`, `streamstars`, `rerank`: "
+                             "held-out captions to score")
+    parser.add_argument("--noise-scale", type=float, default=1.0,
+                        help="`byshape`: the noise times this")
+    parser.add_argument("--candidates", type=int, default=4,
+                        help="`rerank`: draws per caption")
     parser.add_argument("--swap-weight", type=float, default=10.0,
                         help="`stemswap`: the weight of the swapped-caption term; `stemkeys`: "
                              "of the keyword code (`training.damsm_keyword_weight`; the log's "
@@ -1726,7 +1822,13 @@ def main() -> None:
         cells_read_out(args.name)
         return
     if args.experiment == "byshape":
-        by_shape_read_out(args.name, args.count)
+        by_shape_read_out(args.name, args.count, args.noise_scale)
+        return
+    if args.experiment == "streamstars":
+        stream_against_reader(args.name, args.count)
+        return
+    if args.experiment == "rerank":
+        stream_rerank(args.name, args.count, args.candidates)
         return
     if args.experiment == "celltext":
         cell_text(args.loss, args.steps)
