@@ -1812,26 +1812,18 @@ def main() -> None:
             patch_oracle_sentence()
         live_read_out(args.out, args.name, args.checkpoint, args.count)
         return
-    if args.experiment == "probe":
-        probe_read_out(args.name, args.stem_words, args.whiten)
-        return
-    if args.experiment == "binding":
-        binding_read_out(args.name, args.count)
-        return
-    if args.experiment == "cells":
-        cells_read_out(args.name)
-        return
-    if args.experiment == "byshape":
-        by_shape_read_out(args.name, args.count, args.noise_scale)
-        return
-    if args.experiment == "streamstars":
-        stream_against_reader(args.name, args.count)
-        return
-    if args.experiment == "rerank":
-        stream_rerank(args.name, args.count, args.candidates)
-        return
-    if args.experiment == "celltext":
-        cell_text(args.loss, args.steps)
+    # The read-outs and checks that train nothing of the GAN's.
+    read_outs = {
+        "probe": lambda: probe_read_out(args.name, args.stem_words, args.whiten),
+        "binding": lambda: binding_read_out(args.name, args.count),
+        "cells": lambda: cells_read_out(args.name),
+        "byshape": lambda: by_shape_read_out(args.name, args.count, args.noise_scale),
+        "streamstars": lambda: stream_against_reader(args.name, args.count),
+        "rerank": lambda: stream_rerank(args.name, args.count, args.candidates),
+        "celltext": lambda: cell_text(args.loss, args.steps),
+    }
+    if args.experiment in read_outs:
+        read_outs[args.experiment]()
         return
     if args.experiment in ("stemswap", "stemkeys", "stembind", "stemcells"):
         from mirrorgan_tf.training import run
