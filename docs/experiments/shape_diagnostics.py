@@ -1650,12 +1650,12 @@ def stream_against_reader(folder: str, count: int) -> None:
         keep = [j for j in range(i, min(i + 16, count)) if len(specs[j].shapes) == 1]
         images = model.generate(captions[i : i + 16], seed=i)
         images = images[[j - i for j in keep]]
-        for j, caption in zip(keep, model.caption(images), strict=True):
+        for j, image, caption in zip(keep, images, model.caption(images), strict=True):
             want = specs[j].shapes[0].shape
             total[want] += 1
             words = set(caption.split())
             said[want] += bool(words & set(SHAPE_WORD_GROUPS[SHAPES.index(want)]))
-            found = read_objects(images[keep.index(j)])
+            found = read_objects(image)
             read[want] += bool(found) and found[0].shape == want
     for shape in sorted(total):
         n = total[shape]
@@ -1670,8 +1670,11 @@ def stream_rerank(folder: str, count: int, candidates: int) -> None:
     image). Prints the shapes consistency of the first draws and of the kept ones, over all
     scenes and by scene kind.
     """
+    import tensorflow as tf
+
     from mirrorgan_tf import losses
     from mirrorgan_tf.evaluation.shapes_score import (
+        ATTRIBUTES,
         consistency_by_scene,
         consistency_score,
         held_out_captions,
@@ -1682,8 +1685,7 @@ def stream_rerank(folder: str, count: int, candidates: int) -> None:
     captions, specs = held_out_captions(count, level="full")
     first, kept = [], []
     for i in range(0, count, 16):
-        text = model.encode_text(captions[i : i + 16])
-        ids, lengths = text["token_ids"], text["lengths"]
+        ids, lengths = model.tokenizer(tf.constant(captions[i : i + 16], tf.string))
         draws, costs = [], []
         for k in range(candidates):
             images = model.generate(captions[i : i + 16], seed=i + 100003 * k)
@@ -1700,8 +1702,7 @@ def stream_rerank(folder: str, count: int, candidates: int) -> None:
         images = np.stack(images)
         whole = consistency_score(images, specs)
         kinds = consistency_by_scene(images, specs)
-        print(f"{label:12s} " + " / ".join(f"{whole[a]:.3f}" for a in
-                                          ("colour", "shape", "size", "position"))
+        print(f"{label:12s} " + " / ".join(f"{whole[a]:.3f}" for a in ATTRIBUTES)
               + "; shape by scene kind: "
               + ", ".join(f"{kind} {scores['shape']:.3f}" for kind, scores in kinds.items()))
 
